@@ -1,0 +1,3 @@
+from .flash_ace_models import FlashACEModel
+
+__all__ = ["FlashACEModel"]

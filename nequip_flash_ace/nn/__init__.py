@@ -1,0 +1,19 @@
+"""Flash-ACE graph modules: the ACE maths (coupling coefficients, product basis) and
+the layer that wires the atomic basis, neighbour attention and product basis together."""
+
+from .coupling import symmetric_coupling_basis, count_symmetric_couplings
+from .product_basis import ProductBasis, atomic_basis_irreps
+from .attention import NeighbourAttention, smooth_segment_softmax
+from .radial import SpeciesPairRadialWeights
+from .layer import FlashACELayer
+
+__all__ = [
+    "symmetric_coupling_basis",
+    "count_symmetric_couplings",
+    "ProductBasis",
+    "atomic_basis_irreps",
+    "NeighbourAttention",
+    "smooth_segment_softmax",
+    "SpeciesPairRadialWeights",
+    "FlashACELayer",
+]

@@ -1,0 +1,179 @@
+"""Generalized Clebsch–Gordan coefficients for the ACE product basis.
+
+The product basis of body order ν+1 needs, for every output irrep ``(L, p)``, a
+basis of the equivariant multilinear maps
+
+    U : Sym^ν(V) → L,        V = ⊕_{l=0}^{l_max} l^{(-1)^l}
+
+i.e. the maps from the ν-th *symmetric* tensor power of one channel of the atomic
+basis ``A`` (the factors of the product are the same channel of the same atom, so
+only permutation-symmetric couplings survive the contraction) to the output irrep.
+
+We build them ourselves from e3nn's real ``wigner_3j``:
+
+1. recursive coupling: an equivariant map ``V^{⊗k} → L1`` is coupled with one more
+   factor ``l`` through ``wigner_3j(L1, l, L)``;
+2. after every step the candidates for each ``(L, p)`` are symmetrised over all
+   permutations of the ``k`` factors and reduced to a linearly independent set by
+   Gram–Schmidt in candidate order (so that, e.g., the ν=2, L=0 basis is exactly the
+   power spectrum ``Σ_m A_lm A_lm`` of each ``l``).
+
+Reducing after every step is what keeps this cheap: any symmetric map on ν factors
+restricted to its first ν-1 factors is symmetric there, so it lies in the span of the
+(reduced) ν-1 basis coupled with one more factor.
+
+Everything is computed in float64 on the CPU and cached per
+``(l_max, correlation_order, L, p)``; the model stores the results as buffers.
+"""
+
+import functools
+from typing import Dict, List, Tuple
+
+import torch
+from e3nn import o3
+
+# relative norm below which a Gram–Schmidt residual counts as linearly dependent;
+# the Gram-matrix formulation loses half the digits, so 1e-6 is the safe floor
+_RANK_TOL = 1e-6
+
+
+def atomic_basis_dim(l_max: int) -> int:
+    """Dimension ``D = (l_max + 1)^2`` of one channel of ``V = ⊕_l l^{(-1)^l}``."""
+    return (l_max + 1) ** 2
+
+
+def _l_offset(l: int) -> int:  # noqa: E741
+    return l * l
+
+
+def _symmetrize(t: torch.Tensor, order: int) -> torch.Tensor:
+    """Symmetrise ``t`` of shape ``(n, D, ..., D, M)`` over its ``order`` D axes.
+
+    ``t`` must already be symmetric in its first ``order - 1`` D axes (true for
+    couplings built from a symmetric prefix), so averaging over the ``order``
+    transpositions that move the last factor to each position is the full average
+    over all ``order!`` permutations.
+    """
+    if order == 1:
+        return t
+    out = t.clone()
+    last = order  # axis index of the last factor (axis 0 indexes candidates)
+    for j in range(1, order):
+        out = out + t.transpose(j, last)
+    return out / order
+
+
+def _independent_subset(candidates: torch.Tensor) -> torch.Tensor:
+    """Orthonormalise ``candidates`` (n, ...) in order, dropping linearly dependent ones.
+
+    Equivalent to Gram–Schmidt in candidate order, done on the Gram matrix (an
+    in-order Cholesky that skips dependent columns) so that the cost is one matmul
+    of the big flattened tensors. Returns (r, ...) with r the rank, orthonormal in
+    the Frobenius inner product over all trailing axes.
+    """
+    n = candidates.shape[0]
+    if n == 0:
+        return candidates
+    flat = candidates.reshape(n, -1)
+    gram = flat @ flat.T
+    scale = gram.diagonal().max().clamp_min(1e-300)
+    # rows of `coeff` express the orthonormal vectors in terms of the candidates
+    coeff = torch.zeros(n, n, dtype=flat.dtype)
+    kept: List[int] = []
+    for i in range(n):
+        e = torch.zeros(n, dtype=flat.dtype)
+        e[i] = 1.0
+        q = coeff[kept]
+        for _ in range(2):  # re-orthogonalise once for stability
+            e = e - q.T @ (q @ (gram @ e))
+        norm2 = e @ gram @ e
+        if norm2 > (_RANK_TOL**2) * scale:
+            coeff[i] = e / norm2.sqrt()
+            kept.append(i)
+    if not kept:
+        return candidates.new_zeros((0,) + candidates.shape[1:])
+    basis = coeff[kept] @ flat
+    return basis.reshape((len(kept),) + candidates.shape[1:])
+
+
+@functools.lru_cache(maxsize=None)
+def _symmetric_couplings(
+    l_max: int, order: int, L_bound: int
+) -> Dict[Tuple[int, int], torch.Tensor]:
+    """Bases of equivariant maps ``Sym^order(V) → (L, p)`` for all ``L <= L_bound``.
+
+    Returns a dict ``(L, p) -> U`` with ``U`` of shape ``(n, D, ..., D, 2L+1)``
+    (``order`` axes of size ``D``), orthonormal and permutation-symmetric.
+    """
+    D = atomic_basis_dim(l_max)
+    if order == 1:
+        out = {}
+        for l in range(l_max + 1):  # noqa: E741
+            u = torch.zeros(1, D, 2 * l + 1, dtype=torch.float64)
+            u[0, _l_offset(l) : _l_offset(l) + 2 * l + 1] = torch.eye(
+                2 * l + 1, dtype=torch.float64
+            )
+            if l <= L_bound:
+                out[(l, (-1) ** l)] = u
+        return out
+
+    # intermediate irreps may exceed the final bound by what one more factor can remove
+    prev = _symmetric_couplings(l_max, order - 1, L_bound + l_max)
+    candidates: Dict[Tuple[int, int], List[torch.Tensor]] = {}
+    for (L1, p1), u_prev in prev.items():
+        for l in range(l_max + 1):  # noqa: E741
+            p = p1 * (-1) ** l
+            for L in range(abs(L1 - l), min(L1 + l, L_bound) + 1):
+                w3j = o3.wigner_3j(L1, l, L, dtype=torch.float64)  # (2L1+1, 2l+1, 2L+1)
+                new = torch.zeros(
+                    u_prev.shape[:-1] + (D, 2 * L + 1), dtype=torch.float64
+                )
+                # U'[..., a, M] = Σ_{M1} U[..., M1] w3j[M1, m(a), M]
+                new[..., _l_offset(l) : _l_offset(l) + 2 * l + 1, :] = torch.einsum(
+                    "...i,ijk->...jk", u_prev, w3j
+                )
+                candidates.setdefault((L, p), []).append(new)
+
+    out = {}
+    for key in sorted(candidates):
+        cands = _symmetrize(torch.cat(candidates[key], dim=0), order)
+        basis = _independent_subset(cands)
+        if basis.shape[0] > 0:
+            out[key] = basis
+    return out
+
+
+def symmetric_coupling_basis(l_max: int, order: int, L: int, p: int) -> torch.Tensor:
+    """Generalized Clebsch–Gordan coefficients ``Sym^order(V) → (L, p)``.
+
+    Args:
+        l_max: highest ``l`` of the atomic basis ``V = ⊕_{l<=l_max} l^{(-1)^l}``
+        order: correlation order ν (number of factors), ``>= 1``
+        L, p: output irrep
+
+    Returns:
+        float64 tensor of shape ``(D,) * order + (2L+1, n)`` with ``D = (l_max+1)^2``
+        and ``n >= 0`` independent, permutation-symmetric couplings (the last axis
+        indexes them; ``n == 0`` means no such coupling exists).
+    """
+    if order < 1:
+        raise ValueError(f"correlation order must be >= 1, got {order}")
+    basis = _symmetric_couplings(l_max, order, L).get((L, p))
+    D = atomic_basis_dim(l_max)
+    if basis is None:
+        return torch.zeros((D,) * order + (2 * L + 1, 0), dtype=torch.float64)
+    # (n, D.., M) -> (D.., M, n)
+    return basis.permute(tuple(range(1, order + 2)) + (0,)).contiguous()
+
+
+def count_symmetric_couplings(l_max: int, order: int, L: int, p: int) -> int:
+    """Number of independent couplings ``Sym^order(V) → (L, p)``."""
+    return symmetric_coupling_basis(l_max, order, L, p).shape[-1]
+
+
+__all__ = [
+    "atomic_basis_dim",
+    "symmetric_coupling_basis",
+    "count_symmetric_couplings",
+]
+

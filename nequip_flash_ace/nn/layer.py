@@ -1,0 +1,278 @@
+"""One Flash-ACE message-passing layer: atomic basis (with attention) → product basis → update → readout."""
+
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from e3nn.o3._irreps import Irreps
+from e3nn.o3._linear import Linear
+from e3nn.o3._tensor_product._sub import FullyConnectedTensorProduct
+
+from nequip.data import AtomicDataDict
+from nequip.nn import GraphModuleMixin
+from nequip.nn.mlp import ScalarMLPFunction
+from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
+from nequip.nn._tp_scatter_base import TensorProductScatter
+
+from .attention import NeighbourAttention
+from .product_basis import ProductBasis, atomic_basis_irreps
+from .radial import SpeciesPairRadialWeights
+
+
+def _inverse_neighbour_counts(
+    avg_num_neighbors: Optional[Union[float, Dict[str, float]]], type_names: Sequence[str]
+) -> torch.Tensor:
+    """``1 / avg_num_neighbors`` as a ``(1,)`` or per-type ``(num_types,)`` tensor."""
+    if avg_num_neighbors is None:
+        return torch.ones(1)
+    if isinstance(avg_num_neighbors, dict):
+        missing = set(type_names) - set(avg_num_neighbors)
+        if missing:
+            raise ValueError(f"`avg_num_neighbors` has no entry for type(s) {sorted(missing)}")
+        values = [float(avg_num_neighbors[t]) for t in type_names]
+    else:
+        values = [float(avg_num_neighbors)]
+    if any(v <= 0 for v in values):
+        raise ValueError(f"`avg_num_neighbors` must be positive, got {avg_num_neighbors}")
+    return 1.0 / torch.tensor(values)
+
+
+class FlashACELayer(GraphModuleMixin, torch.nn.Module):
+    r"""A Flash-ACE message-passing layer.
+
+    With ``h`` the incoming node features (irreps ``irreps_in[node_features]``):
+
+    1. ``h' = Linear(h)``; neighbours' ``h'`` go through the ghost-exchange hook
+       (all layers but the first, whose features are the type embedding and so are
+       already known for ghosts);
+    2. atomic basis ``A_i = (1/N_avg) Σ_j w_ij R(r_ij; z_i, z_j) [Y(r̂_ij) ⊗ h'_j]``,
+       then a linear map to ``num_features x (l, (-1)^l)``, ``l <= l_max``; ``w_ij``
+       are the attention weights of :class:`NeighbourAttention` (``w = 1`` without
+       attention), applied per head to that head's group of channels;
+    3. ``B = ProductBasis(A)`` up to ``correlation_order``;
+    4. ``h_new = Linear(B) + SelfConnection(h, node_attrs)`` (no self-connection in the
+       first layer, so an isolated atom has exactly zero features and energy);
+    5. a scalar readout of ``h_new`` is added to the per-atom energy.
+
+    Outputs ``node_features`` with irreps ``feature_irreps_out`` (rows: local atoms)
+    and ``atomic_energy`` ``(num_local, 1)``.
+    """
+
+    is_first_layer: bool
+    num_heads: int
+
+    def __init__(
+        self,
+        irreps_in,
+        feature_irreps_out,
+        type_names: Sequence[str],
+        l_max: int,
+        num_features: int,
+        correlation_order: int,
+        avg_num_neighbors: Optional[Union[float, Dict[str, float]]] = None,
+        radial_mlp_depth: int = 2,
+        radial_mlp_width: int = 64,
+        num_heads: int = 0,
+        attention_head_dim: int = 8,
+        readout_mlp_hidden_layers_depth: int = 0,
+        readout_mlp_hidden_layers_width: Optional[int] = None,
+        readout_mlp_nonlinearity: Optional[str] = "silu",
+        is_first_layer: bool = False,
+    ) -> None:
+        super().__init__()
+        required = [
+            AtomicDataDict.NODE_FEATURES_KEY,
+            AtomicDataDict.NODE_ATTRS_KEY,
+            AtomicDataDict.EDGE_ATTRS_KEY,
+            AtomicDataDict.EDGE_EMBEDDING_KEY,
+        ]
+        if num_heads > 0:
+            required.append(AtomicDataDict.EDGE_CUTOFF_KEY)
+        self._init_irreps(
+            irreps_in=irreps_in,
+            required_irreps_in=required,
+            irreps_out={
+                AtomicDataDict.NODE_FEATURES_KEY: feature_irreps_out,
+                AtomicDataDict.PER_ATOM_ENERGY_KEY: Irreps("0e"),
+            },
+        )
+        self.is_first_layer = is_first_layer
+        self.num_heads = num_heads
+        self.num_features = num_features
+        num_types = len(type_names)
+
+        feature_irreps_in = self.irreps_in[AtomicDataDict.NODE_FEATURES_KEY]
+        feature_irreps_out = self.irreps_out[AtomicDataDict.NODE_FEATURES_KEY]
+        edge_sh_irreps = self.irreps_in[AtomicDataDict.EDGE_ATTRS_KEY]
+        num_radial = self.irreps_in[AtomicDataDict.EDGE_EMBEDDING_KEY].num_irreps
+        irreps_a = atomic_basis_irreps(num_features, l_max)
+        for mul, ir in feature_irreps_in:
+            if mul != num_features:
+                raise ValueError(
+                    f"FlashACELayer needs every input feature irrep with multiplicity {num_features}, got {feature_irreps_in}"
+                )
+        if feature_irreps_in[0].ir != (0, 1):
+            raise ValueError(f"input features must start with scalars 0e, got {feature_irreps_in}")
+
+        # === 1. linear + ghost exchange ===
+        self.linear_up = Linear(feature_irreps_in, feature_irreps_in)
+        self.ghost_exchange = NoOpGhostExchangeModule(
+            field=AtomicDataDict.NODE_FEATURES_KEY, irreps_in=self.irreps_in
+        )
+
+        # === 2. atomic basis: Y(r_ij) ⊗ h_j, one weight per (path, channel) ===
+        irreps_mid = []
+        instructions = []
+        for i, (mul, ir_in) in enumerate(feature_irreps_in):
+            for j, (_, ir_edge) in enumerate(edge_sh_irreps):
+                for ir_out in ir_in * ir_edge:
+                    if ir_out in irreps_a:
+                        instructions.append((i, j, len(irreps_mid), "uvu", True))
+                        irreps_mid.append((mul, ir_out))
+        irreps_mid = Irreps(irreps_mid)
+        irreps_mid, perm, _ = irreps_mid.sort()
+        instructions = [(i1, i2, perm[o], m, t) for i1, i2, o, m, t in instructions]
+        self.num_paths = len(instructions)
+        self.tp_scatter = TensorProductScatter(
+            feature_irreps_in, edge_sh_irreps, irreps_mid, instructions
+        )
+        self.radial = SpeciesPairRadialWeights(
+            num_radial=num_radial,
+            num_types=num_types,
+            num_weights=self.tp_scatter.tp.weight_numel,
+            mlp_depth=radial_mlp_depth,
+            mlp_width=radial_mlp_width,
+        )
+        self.register_buffer(
+            "inverse_avg_num_neighbors",
+            _inverse_neighbour_counts(avg_num_neighbors, type_names).reshape(-1, 1),
+        )
+        self.linear_atomic_basis = Linear(irreps_mid.simplify(), irreps_a)
+
+        self.attention = None
+        if num_heads > 0:
+            if num_features % num_heads != 0:
+                raise ValueError(
+                    f"`num_features` ({num_features}) must be divisible by `num_heads` ({num_heads})"
+                )
+            self.attention = NeighbourAttention(
+                num_scalar_features=num_features,
+                num_radial=num_radial,
+                num_heads=num_heads,
+                head_dim=attention_head_dim,
+                num_types=num_types,
+            )
+
+        # === 3. product basis ===
+        self.product_basis = ProductBasis(
+            num_features=num_features,
+            l_max=l_max,
+            irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
+            correlation_order=correlation_order,
+            num_types=num_types,
+        )
+
+        # === 4. update ===
+        self.linear_out = Linear(self.product_basis.irreps_out, feature_irreps_out)
+        self.self_connection = None
+        if not is_first_layer:
+            self.self_connection = FullyConnectedTensorProduct(
+                feature_irreps_in,
+                self.irreps_in[AtomicDataDict.NODE_ATTRS_KEY],
+                feature_irreps_out,
+            )
+
+        # === 5. readout of this layer's scalars into the site energy ===
+        num_scalars_out = feature_irreps_out.count("0e")
+        if feature_irreps_out[0].ir != (0, 1):
+            raise ValueError(f"output features must start with scalars 0e, got {feature_irreps_out}")
+        self.readout = ScalarMLPFunction(
+            input_dim=num_scalars_out,
+            output_dim=1,
+            hidden_layers_depth=readout_mlp_hidden_layers_depth,
+            hidden_layers_width=readout_mlp_hidden_layers_width,
+            nonlinearity=readout_mlp_nonlinearity,
+            bias=False,
+            forward_weight_init=True,
+        )
+        self.num_scalars_out = num_scalars_out
+
+    @torch.jit.unused
+    def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
+        return data[AtomicDataDict.LMP_MLIAP_DATA_KEY].nlocal
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        if AtomicDataDict.LMP_MLIAP_DATA_KEY in data:
+            num_local = self._get_mliap_num_local(data)
+        else:
+            num_local = AtomicDataDict.num_nodes(data)
+
+        h = data[AtomicDataDict.NODE_FEATURES_KEY]
+        node_attrs = data[AtomicDataDict.NODE_ATTRS_KEY]
+        atom_types = data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
+        local_types = atom_types[:num_local]
+        edge_center = data[AtomicDataDict.EDGE_INDEX_KEY][0]
+        edge_neighbour = data[AtomicDataDict.EDGE_INDEX_KEY][1]
+
+        if not self.is_first_layer:
+            # previous layers only produced local rows
+            h = h[:num_local]
+
+        # === 1. ===
+        x = self.linear_up(h)
+        if not self.is_first_layer:
+            data[AtomicDataDict.NODE_FEATURES_KEY] = x
+            data = self.ghost_exchange(data, ghost_included=False)
+            x = data[AtomicDataDict.NODE_FEATURES_KEY]
+
+        # === 2. ===
+        pair_embedding = self.radial.pair_embedding(
+            data[AtomicDataDict.EDGE_EMBEDDING_KEY],
+            torch.index_select(atom_types, 0, edge_center),
+            torch.index_select(atom_types, 0, edge_neighbour),
+        )
+        edge_weight = self.radial(pair_embedding)
+        if self.attention is not None:
+            scalars = x.narrow(1, 0, self.num_features)
+            w = self.attention(
+                center_scalars=scalars[:num_local],
+                neighbour_scalars=scalars,
+                edge_radial=pair_embedding,
+                edge_envelope=data[AtomicDataDict.EDGE_CUTOFF_KEY],
+                edge_center=edge_center,
+                edge_neighbour=edge_neighbour,
+                center_types=local_types,
+            )  # (E, H)
+            # every head owns a contiguous group of channels; uvu weights are laid out
+            # as (path, channel), so the head weight broadcasts over paths
+            w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
+            edge_weight = (
+                edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)
+            ).reshape(edge_weight.shape)
+        a = self.tp_scatter(
+            x=x,
+            edge_attr=data[AtomicDataDict.EDGE_ATTRS_KEY],
+            edge_weight=edge_weight,
+            edge_dst=edge_center,
+            edge_src=edge_neighbour,
+        )[:num_local]
+        if self.inverse_avg_num_neighbors.numel() == 1:
+            a = a * self.inverse_avg_num_neighbors
+        else:
+            a = a * torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
+        a = self.linear_atomic_basis(a)
+
+        # === 3. + 4. ===
+        h_new = self.linear_out(self.product_basis(a, local_types))
+        if self.self_connection is not None:
+            h_new = h_new + self.self_connection(h, node_attrs[:num_local])
+        data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
+
+        # === 5. ===
+        site_energy = self.readout(h_new.narrow(1, 0, self.num_scalars_out))
+        if self.is_first_layer:
+            data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = site_energy
+        else:
+            data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = (
+                data[AtomicDataDict.PER_ATOM_ENERGY_KEY] + site_energy
+            )
+        return data

@@ -63,20 +63,24 @@ def _symmetrize(t: torch.Tensor, order: int) -> torch.Tensor:
     return out / order
 
 
-def _independent_subset(candidates: torch.Tensor) -> torch.Tensor:
+def _independent_subset(candidates: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Orthonormalise ``candidates`` (n, ...) in order, dropping linearly dependent ones.
 
     Equivalent to Gram–Schmidt in candidate order, done on the Gram matrix (an
     in-order Cholesky that skips dependent columns) so that the cost is one matmul
     of the big flattened tensors. Returns (r, ...) with r the rank, orthonormal in
     the Frobenius inner product over all trailing axes.
+
+    Linear dependence is judged relative to the largest norm in ``reference`` (the
+    candidates before symmetrisation): a symmetrised candidate that cancelled to
+    rounding noise must count as zero, not be rescaled into a spurious basis vector.
     """
     n = candidates.shape[0]
     if n == 0:
         return candidates
     flat = candidates.reshape(n, -1)
     gram = flat @ flat.T
-    scale = gram.diagonal().max().clamp_min(1e-300)
+    scale = reference.reshape(reference.shape[0], -1).norm(dim=1).max().square()
     # rows of `coeff` express the orthonormal vectors in terms of the candidates
     coeff = torch.zeros(n, n, dtype=flat.dtype)
     kept: List[int] = []
@@ -136,8 +140,8 @@ def _symmetric_couplings(
 
     out = {}
     for key in sorted(candidates):
-        cands = _symmetrize(torch.cat(candidates[key], dim=0), order)
-        basis = _independent_subset(cands)
+        raw = torch.cat(candidates[key], dim=0)
+        basis = _independent_subset(_symmetrize(raw, order), reference=raw)
         if basis.shape[0] > 0:
             out[key] = basis
     return out

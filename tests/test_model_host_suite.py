@@ -1,0 +1,90 @@
+"""The host's full model test-suite (``BaseEnergyModelTests``) on Flash-ACE configurations.
+
+Every configuration runs the host's basic and energy tests in float32 and float64
+(equivariance, batching, forces = -grad E, smoothness at the cutoff, isolated atoms,
+large separation, partial forces, ...). The expensive ``nequip-train`` →
+``nequip-package`` → ``nequip-compile --mode aotinductor`` chain runs for a chosen
+(configuration, dtype) subset only, to keep the suite within CI time on 2 cores.
+"""
+
+import copy
+
+import pytest
+
+from nequip.utils.unittests.model_tests import BaseEnergyModelTests
+from nequip.utils.unittests.utils import resolve_saved_model_path, run_nequip_compile
+
+from model_configs import ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
+
+
+class _FlashACEHostTests(BaseEnergyModelTests):
+    # dtypes for which this class runs the train → package → AOTInductor compile chain
+    compile_dtypes: tuple = ()
+    model_config: dict = {}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def config(cls):
+        return copy.deepcopy(cls.model_config)
+
+    @pytest.fixture
+    def strict_locality(self):
+        return False
+
+    @pytest.fixture(scope="class", params=["minimal_toy_emt.yaml"])
+    @classmethod
+    def conffile(cls, request):
+        # the aspirin config downloads data; the EMT toy config is generated locally
+        return request.param
+
+    @pytest.fixture(scope="class", params=["package"])
+    @classmethod
+    def model_source(cls, request):
+        # "package" trains, runs `nequip-package`, then trains on from the package:
+        # it covers the "fresh" path and packaging in one session
+        return request.param
+
+    @pytest.fixture(scope="class", params=["aotinductor"])
+    @classmethod
+    def ase_compiled_model(
+        cls, request, model_dtype, device, ase_aoti_target, conffile, model_source
+    ):
+        # `conffile` and `model_source` are listed so that the training session's
+        # parameters are known; the session itself is only requested (and trained)
+        # for the dtypes that compile
+        if model_dtype not in cls.compile_dtypes:
+            pytest.skip(f"AOTInductor compile runs for {cls.compile_dtypes} only in this class (CI time)")
+        _, tmpdir, env, model_dtype, model_source, structures = request.getfixturevalue(
+            "fake_model_training_session"
+        )
+        model_path = resolve_saved_model_path(tmpdir, model_source)
+        output_path = run_nequip_compile(
+            model_path=model_path,
+            tmpdir=tmpdir,
+            env=env,
+            mode=request.param,
+            device=device,
+            target=ase_aoti_target,
+            output_prefix="ase_model",
+        )
+        return model_path, output_path, structures
+
+
+class TestBackboneNu1(_FlashACEHostTests):
+    """Plain ACE backbone, ν = 1 (two-body per layer), l_max = 1."""
+
+    model_config = BACKBONE_NU1
+
+
+class TestBackboneNu3(_FlashACEHostTests):
+    """Plain ACE backbone, ν = 3 (four-body per layer), l_max = 2, with ZBL."""
+
+    model_config = BACKBONE_NU3
+    compile_dtypes = ("float64",)
+
+
+class TestAttentionNu2(_FlashACEHostTests):
+    """Attention on (2 heads), ν = 2, l_max = 2."""
+
+    model_config = ATTENTION_NU2
+    compile_dtypes = ("float32",)

@@ -2,7 +2,7 @@
 
 from typing import Dict, Optional, Sequence, Union
 
-from e3nn import o3
+from e3nn.o3._irreps import Irreps
 
 from nequip.data import AtomicDataDict
 from nequip.model import model_builder
@@ -25,8 +25,8 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _feature_irreps(num_features: int, l_max: int) -> o3.Irreps:
-    return o3.Irreps([(num_features, (l, (-1) ** l)) for l in range(l_max + 1)])
+def _feature_irreps(num_features: int, l_max: int) -> Irreps:
+    return Irreps([(num_features, (l, (-1) ** l)) for l in range(l_max + 1)])
 
 
 @model_builder
@@ -136,7 +136,7 @@ def FlashACEModel(
     # === embeddings (host modules) ===
     type_embed = NodeTypeEmbed(type_names=type_names, num_features=num_features)
     spharm = SphericalHarmonicEdgeAttrs(
-        irreps_edge_sh=o3.Irreps.spherical_harmonics(lmax=l_max),
+        irreps_edge_sh=Irreps.spherical_harmonics(lmax=l_max),
         irreps_in=type_embed.irreps_out,
     )
     edge_norm = EdgeLengthNormalizer(

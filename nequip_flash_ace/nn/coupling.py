@@ -30,7 +30,7 @@ import functools
 from typing import Dict, List, Tuple
 
 import torch
-from e3nn import o3
+from e3nn.o3._wigner import wigner_3j
 
 # relative norm below which a Gram–Schmidt residual counts as linearly dependent;
 # the Gram-matrix formulation loses half the digits, so 1e-6 is the safe floor
@@ -128,7 +128,7 @@ def _symmetric_couplings(
         for l in range(l_max + 1):  # noqa: E741
             p = p1 * (-1) ** l
             for L in range(abs(L1 - l), min(L1 + l, L_bound) + 1):
-                w3j = o3.wigner_3j(L1, l, L, dtype=torch.float64)  # (2L1+1, 2l+1, 2L+1)
+                w3j = wigner_3j(L1, l, L, dtype=torch.float64)  # (2L1+1, 2l+1, 2L+1)
                 new = torch.zeros(
                     u_prev.shape[:-1] + (D, 2 * L + 1), dtype=torch.float64
                 )

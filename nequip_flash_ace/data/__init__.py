@@ -1,0 +1,6 @@
+"""Data transforms and datamodules of Flash-ACE."""
+
+from .rotation import RandomRotation, haar_random_rotation, rotate
+from .datamodule import TrainAugmentedDataModule
+
+__all__ = ["RandomRotation", "haar_random_rotation", "rotate", "TrainAugmentedDataModule"]

@@ -19,10 +19,11 @@ setup(
         "ase",
         "pyyaml",
         "torch>=2.6",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "scipy"],
-        "benchmark": ["nequip-allegro", "matplotlib"],
+        "benchmark": ["nequip-allegro"],
     },
     entry_points={
         "nequip.extension": ["init_always = nequip_flash_ace"],

@@ -128,7 +128,7 @@ def test_nu2_product_basis_is_power_spectrum():
     out = pb(a, types)
     # rebuild from the power spectrum with the module's own weights
     u2 = symmetric_coupling_basis(2, 2, 0, 1)[..., 0, :]
-    w1, w2 = pb.weights[0][0], pb.weights[1][0]  # (1, c), (n2, c)
+    w1, w2 = pb.weights["0_1"][0], pb.weights["0_2"][0]  # (1, c), (n2, c)
     blocks = [a[:, :3].reshape(5, 3, 1), a[:, 3:12].reshape(5, 3, 3), a[:, 12:].reshape(5, 3, 5)]
     power = torch.stack([(b * b).sum(-1) for b in blocks], dim=-1)  # (atoms, c, l)
     factors = torch.stack([u2[l * l, l * l, :] for l in range(3)])  # (l, n2)

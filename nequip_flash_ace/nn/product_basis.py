@@ -65,11 +65,12 @@ class ProductBasis(torch.nn.Module):
         self.irreps_out = Irreps(irreps_out)
         self.dim_a = atomic_basis_dim(l_max)
 
-        # one coupling tensor and one weight tensor per (output irrep, order);
-        # stored in flat ModuleLists/ParameterLists indexed by `_index(i_out, k)`
+        # one coupling buffer and one weight tensor per (output irrep, order) that has
+        # couplings at all; orders without couplings get neither, so that every
+        # parameter receives a gradient (DDP without find_unused_parameters)
         self.out_dims: List[int] = []
         self.num_couplings: List[List[int]] = []
-        self.weights = torch.nn.ParameterList()
+        self.weights = torch.nn.ParameterDict()
         dtype = torch.get_default_dtype()
         for i_out, (mul, ir) in enumerate(self.irreps_out):
             if mul != num_features:
@@ -81,12 +82,12 @@ class ProductBasis(torch.nn.Module):
                 u = symmetric_coupling_basis(l_max, k, ir.l, ir.p)
                 n = u.shape[-1]
                 counts.append(n)
+                if n == 0:
+                    continue
                 self.register_buffer(f"coupling_{i_out}_{k}", u.to(dtype))
                 # variance-preserving init across the n couplings of this order
-                self.weights.append(
-                    torch.nn.Parameter(
-                        torch.randn(num_types, n, num_features) / math.sqrt(max(n, 1))
-                    )
+                self.weights[f"{i_out}_{k}"] = torch.nn.Parameter(
+                    torch.randn(num_types, n, num_features) / math.sqrt(n)
                 )
             if sum(counts) == 0:
                 raise ValueError(
@@ -120,7 +121,7 @@ class ProductBasis(torch.nn.Module):
             for k in range(self.correlation_order, 0, -1):
                 n = self.num_couplings[i_out][k - 1]
                 if n > 0:
-                    w = self.weights[i_out * self.correlation_order + k - 1]
+                    w = self.weights[f"{i_out}_{k}"]
                     u = self._coupling(i_out, k)  # (D,)*k + (M, n)
                     u = u.reshape(-1, n)  # (D^k * M, n)
                     w_atoms = torch.index_select(w, 0, atom_types)  # (atoms, n, c)

@@ -1,0 +1,187 @@
+"""End to end, as a user runs it: nequip-train → report → nequip-compile (AOTInductor)
+→ ASE MD with the host calculator → nequip-package; and the LAMMPS pair_nequip target,
+replayed in Python with exactly the inputs pair_style nequip hands the model.
+
+Slow (each AOTInductor compile takes about two minutes on 2 cores), so it compiles
+three artefacts in all: (attention on, float64) for `ase` and `pair_nequip`, and
+(attention off, float32) for `pair_nequip`.
+"""
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.io import read
+from ase.md.verlet import VelocityVerlet
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
+from nequip.integrations.ase import NequIPCalculator
+from nequip.model.inference_models.aotinductor import load_aotinductor_model
+from nequip.scripts._compile_utils import PAIR_NEQUIP_INPUTS, LMP_OUTPUTS
+
+from workflow_utils import DATA_DIR, nequip_compile, nequip_train, python_module, run, write_data_subset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_subset(tmp_path_factory):
+    return write_data_subset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def run_attention_f64(tmp_path_factory, data_subset):
+    run_dir = tmp_path_factory.mktemp("train") / "run_attention_f64"
+    proc = nequip_train(run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16")
+    return run_dir, proc
+
+
+@pytest.fixture(scope="module")
+def run_backbone_f32(tmp_path_factory, data_subset):
+    run_dir = tmp_path_factory.mktemp("train") / "run_backbone_f32"
+    nequip_train(run_dir, data_subset, "max_epochs=1", "model_dtype=float32", "num_heads=0", "num_features=16")
+    return run_dir
+
+
+def _test_frame():
+    return read(DATA_DIR / "test.xyz", index="0")
+
+
+def test_training_prints_test_metrics_and_report(run_attention_f64):
+    run_dir, proc = run_attention_f64
+    assert "test0_epoch/forces_mae" in proc.stdout + proc.stderr
+    assert (run_dir / "best.ckpt").exists()
+    out = python_module("nequip_flash_ace.report", run_dir, cwd=run_dir)
+    for name in ("learning_curves.png", "parity_energy.png", "parity_forces.png"):
+        path = run_dir / "report" / name
+        assert path.exists() and path.stat().st_size > 5000, path
+    assert "force MAE" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def ase_artifact(run_attention_f64):
+    run_dir, _ = run_attention_f64
+    out = run_dir / "model_ase.nequip.pt2"
+    nequip_compile(run_dir / "best.ckpt", out, "ase")
+    return run_dir, out
+
+
+def test_compiled_model_in_ase_md_conserves_energy(ase_artifact):
+    run_dir, compiled = ase_artifact
+    calc = NequIPCalculator.from_compiled_model(compiled, device="cpu", chemical_species_to_atom_type_map=True)
+    ref = NequIPCalculator._from_saved_model(run_dir / "best.ckpt", device="cpu", chemical_species_to_atom_type_map=True)
+
+    atoms = _test_frame()
+    # the compiled artefact and the checkpoint agree (float64)
+    a1, a2 = atoms.copy(), atoms.copy()
+    a1.calc, a2.calc = calc, ref
+    assert abs(a1.get_potential_energy() - a2.get_potential_energy()) < 1e-9
+    np.testing.assert_allclose(a1.get_forces(), a2.get_forces(), atol=1e-9)
+    np.testing.assert_allclose(a1.get_stress(), a2.get_stress(), atol=1e-9)
+
+    # forces are -dE/dx: central finite differences on the compiled model
+    rng = np.random.default_rng(0)
+    f = a1.get_forces()
+    h = 1e-4
+    for atom in rng.choice(len(atoms), 4, replace=False):
+        for axis in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[atom, axis] += h
+            minus.positions[atom, axis] -= h
+            plus.calc, minus.calc = calc, calc
+            numeric = -(plus.get_potential_energy() - minus.get_potential_energy()) / (2 * h)
+            assert abs(numeric - f[atom, axis]) < 1e-6, (atom, axis, numeric, f[atom, axis])
+
+    # 200 steps of NVE: total energy stays put
+    md_atoms = atoms.copy()
+    md_atoms.calc = calc
+    MaxwellBoltzmannDistribution(md_atoms, temperature_K=600, rng=np.random.default_rng(1))
+    dyn = VelocityVerlet(md_atoms, timestep=1.0 * units.fs)
+    totals = []
+
+    def record():
+        totals.append(md_atoms.get_potential_energy() + md_atoms.get_kinetic_energy())
+
+    dyn.attach(record, interval=1)
+    dyn.run(200)
+    totals = np.array(totals)
+    drift_per_atom = abs(totals[-1] - totals[0]) / len(md_atoms)
+    fluctuation_per_atom = totals.std() / len(md_atoms)
+    print(f"NVE 200 x 1 fs: drift {drift_per_atom:.3e} eV/atom, fluctuation {fluctuation_per_atom:.3e} eV/atom")
+    assert np.isfinite(totals).all()
+    assert drift_per_atom < 2e-4, drift_per_atom
+    assert fluctuation_per_atom < 2e-4, fluctuation_per_atom
+
+
+def test_nequip_package_of_the_checkpoint(run_attention_f64):
+    run_dir, _ = run_attention_f64
+    pkg = run_dir / "model.nequip.zip"
+    run(["nequip-package", "build", run_dir / "best.ckpt", pkg], cwd=run_dir)
+    calc_pkg = NequIPCalculator._from_saved_model(pkg, device="cpu", chemical_species_to_atom_type_map=True)
+    calc_ckpt = NequIPCalculator._from_saved_model(run_dir / "best.ckpt", device="cpu", chemical_species_to_atom_type_map=True)
+    atoms = _test_frame()
+    a1, a2 = atoms.copy(), atoms.copy()
+    a1.calc, a2.calc = calc_pkg, calc_ckpt
+    assert abs(a1.get_potential_energy() - a2.get_potential_energy()) < 1e-10
+    np.testing.assert_allclose(a1.get_forces(), a2.get_forces(), atol=1e-10)
+
+
+def _pair_nequip_inputs(atoms, r_max, type_names):
+    """What pair_style nequip passes: positions, edge index, types, cell, edge cell shifts."""
+    data = compute_neighborlist_(from_ase(atoms), r_max=r_max)
+    symbols = atoms.get_chemical_symbols()
+    data[AtomicDataDict.ATOM_TYPE_KEY] = torch.tensor([type_names.index(s) for s in symbols], dtype=torch.long)
+    if AtomicDataDict.CELL_KEY not in data:
+        # LAMMPS always has a box; a non-periodic one gives zero image shifts
+        data[AtomicDataDict.CELL_KEY] = torch.eye(3, dtype=torch.float64).unsqueeze(0) * 100.0
+        data[AtomicDataDict.EDGE_CELL_SHIFT_KEY] = torch.zeros(
+            data[AtomicDataDict.EDGE_INDEX_KEY].shape[1], 3, dtype=torch.float64
+        )
+    return {k: data[k] for k in PAIR_NEQUIP_INPUTS}
+
+
+def _check_pair_nequip_replay(checkpoint, compiled, tol):
+    model, metadata = load_aotinductor_model(str(compiled), "cpu", PAIR_NEQUIP_INPUTS, LMP_OUTPUTS)
+    type_names = metadata["type_names"]
+    r_max = metadata["r_max"]
+    calc = NequIPCalculator._from_saved_model(checkpoint, device="cpu", chemical_species_to_atom_type_map=True)
+    periodic = _test_frame()
+    cluster = periodic[[i for i in range(len(periodic)) if np.linalg.norm(periodic.positions[i] - periodic.positions[0]) < 4.5]]
+    cluster.pbc = False
+    cluster.set_cell(None)
+    worst = {}
+    for name, atoms in (("periodic", periodic), ("cluster", cluster)):
+        inputs = _pair_nequip_inputs(atoms, r_max, type_names)
+        dtype = torch.float64
+        out = model({k: v.clone() for k, v in inputs.items()})
+        ref = atoms.copy()
+        ref.calc = calc
+        e_ref, f_ref, per_atom_ref = ref.get_potential_energy(), ref.get_forces(), ref.get_potential_energies()
+        per_atom = out[AtomicDataDict.PER_ATOM_ENERGY_KEY].to(dtype).reshape(-1).numpy()
+        forces = out[AtomicDataDict.FORCE_KEY].to(dtype).numpy()
+        virial = out[AtomicDataDict.VIRIAL_KEY].to(dtype).reshape(3, 3).numpy()
+        np.testing.assert_allclose(per_atom, per_atom_ref, atol=tol, rtol=0)
+        assert abs(per_atom.sum() - e_ref) < tol * len(atoms)
+        np.testing.assert_allclose(forces, f_ref, atol=tol, rtol=0)
+        worst[name] = {"dE": abs(per_atom.sum() - e_ref), "dF": float(np.abs(forces - f_ref).max())}
+        if atoms.pbc.all():
+            # ASE stress = -virial / volume (Voigt xx yy zz yz xz xy)
+            stress = -virial / atoms.get_volume()
+            voigt = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            np.testing.assert_allclose(voigt, ref.get_stress(), atol=tol, rtol=0)
+            worst[name]["dstress"] = float(np.abs(voigt - ref.get_stress()).max())
+    print(f"pair_nequip replay vs host ASE calculator: {worst}")
+
+
+def test_pair_nequip_target_attention_float64(run_attention_f64):
+    run_dir, _ = run_attention_f64
+    out = run_dir / "model_lmp.nequip.pt2"
+    nequip_compile(run_dir / "best.ckpt", out, "pair_nequip")
+    _check_pair_nequip_replay(run_dir / "best.ckpt", out, tol=1e-10)
+
+
+def test_pair_nequip_target_backbone_float32(run_backbone_f32):
+    out = run_backbone_f32 / "model_lmp.nequip.pt2"
+    nequip_compile(run_backbone_f32 / "best.ckpt", out, "pair_nequip")
+    _check_pair_nequip_replay(run_backbone_f32 / "best.ckpt", out, tol=1e-5)

@@ -29,6 +29,8 @@ def _read_metrics(csv_path: Path) -> Dict[str, List[tuple]]:
     with open(csv_path) as f:
         for row in csv.DictReader(f):
             epoch = row.get("epoch")
+            if epoch in ("", None):
+                continue  # e.g. step-level rows of some loggers
             for key, value in row.items():
                 if key in ("epoch", "step") or value in ("", None):
                     continue

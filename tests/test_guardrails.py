@@ -1,0 +1,79 @@
+"""Start-up advice for risky knob combinations: warnings, not errors."""
+
+import warnings
+
+import pytest
+from omegaconf import OmegaConf
+
+from nequip_flash_ace.train import ConfigGuardrails, FlashACEConfigWarning, config_advice
+
+from workflow_utils import CONFIG_DIR
+
+SAFE = dict(num_layers=2, num_heads=4, l_max=2, num_radial=8, lr=1e-2, gradient_clip_val=None, batch_size=4)
+
+
+def test_shallow_defaults_get_no_advice():
+    assert config_advice(**SAFE) == []
+
+
+@pytest.mark.parametrize(
+    "update,needle",
+    [
+        (dict(num_layers=4, lr=5e-3, gradient_clip_val=None, batch_size=16), "gradient_clip_val"),
+        (dict(num_layers=5, lr=1e-2, gradient_clip_val=0.0, batch_size=16), "lr between 1e-3 and 5e-4"),
+        (dict(num_layers=4, lr=1e-3, num_radial=6, batch_size=16), "num_radial >= 8"),
+        (dict(num_layers=4, lr=1e-3, l_max=1, batch_size=16), "l_max >= 2"),
+        (dict(num_layers=4, lr=1e-3, batch_size=4), "accumulate_grad_batches"),
+    ],
+)
+def test_each_risky_combination_is_named(update, needle):
+    advice = config_advice(**dict(SAFE, **update))
+    assert len(advice) == 1, advice
+    assert needle in advice[0]
+
+
+def test_the_suggested_fixes_silence_the_advice():
+    assert config_advice(**dict(SAFE, num_layers=4, lr=1e-3, gradient_clip_val=5.0, batch_size=8)) == []
+    # gradient accumulation counts towards the effective batch
+    assert config_advice(**dict(SAFE, num_layers=4, lr=1e-3, gradient_clip_val=5.0, batch_size=4, accumulate_grad_batches=2)) == []
+    # without attention the lr/clipping and batch rules do not apply
+    assert config_advice(**dict(SAFE, num_layers=6, num_heads=0, lr=1e-2, batch_size=2)) == []
+
+
+def test_callback_warns_once_per_problem_at_construction():
+    with pytest.warns(FlashACEConfigWarning) as record:
+        cb = ConfigGuardrails(num_layers=4, num_heads=2, l_max=1, num_radial=4, lr=1e-2, gradient_clip_val=None, batch_size=2)
+    messages = [str(r.message) for r in record if issubclass(r.category, FlashACEConfigWarning)]
+    assert len(messages) == len(cb.advice) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlashACEConfigWarning)
+        ConfigGuardrails(**SAFE)  # nothing to say: no warning
+
+
+def test_shipped_configs_pass_their_own_guardrails():
+    for name in ("flash_ace", "flash_ace_deep"):
+        cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+        if "defaults" in cfg:
+            base = OmegaConf.load(CONFIG_DIR / "flash_ace.yaml")
+            cfg = OmegaConf.merge(base, {k: v for k, v in cfg.items() if k not in ("defaults", "trainer", "training_module")})
+        advice = config_advice(
+            num_layers=cfg.num_layers, num_heads=cfg.num_heads, l_max=cfg.l_max, num_radial=cfg.num_radial,
+            lr=cfg.lr, gradient_clip_val=cfg.gradient_clip_val, batch_size=cfg.batch_size,
+            accumulate_grad_batches=cfg.get("accumulate_grad_batches", 1),
+        )
+        assert advice == [], (name, advice)
+
+
+def test_deep_preset_composes_with_hydra():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="flash_ace_deep")
+    assert cfg.num_layers == 4 and cfg.lr == 1e-3 and cfg.trainer.accumulate_grad_batches == 2
+    assert cfg.trainer.gradient_clip_val == 5.0
+    assert cfg.training_module.model.num_layers == 4
+    schedulers = [c for c in cfg.trainer.callbacks if c._target_.endswith("LossCoefficientScheduler")]
+    assert len(schedulers) == 1
+    schedule = schedulers[0].schedule
+    assert schedule[0].per_atom_energy_mse == 10.0 and schedule[5].per_atom_energy_mse == cfg.energy_weight
+    assert cfg.training_module.lr_scheduler.scheduler.patience == 2

@@ -79,7 +79,7 @@ class FakeLMPData:
         ex.barrier.wait()
 
 
-def _decompose(atoms, num_ranks):
+def _decompose(atoms, num_ranks, r_max=R_MAX):
     """Split a periodic box into slabs along a; build local/ghost atoms and pair lists."""
     cell = atoms.cell[:]
     frac = atoms.get_scaled_positions(wrap=True)
@@ -103,7 +103,7 @@ def _decompose(atoms, num_ranks):
                     p = pos[b] + s @ cell
                     d = p - pos[a]
                     dist = np.linalg.norm(d)
-                    if dist == 0.0 or dist >= R_MAX:
+                    if dist == 0.0 or dist >= r_max:
                         continue
                     if owner_rank[b] == r and not s.any():
                         j = local_index[b]

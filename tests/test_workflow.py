@@ -185,3 +185,108 @@ def test_pair_nequip_target_backbone_float32(run_backbone_f32):
     out = run_backbone_f32 / "model_lmp.nequip.pt2"
     nequip_compile(run_backbone_f32 / "best.ckpt", out, "pair_nequip")
     _check_pair_nequip_replay(run_backbone_f32 / "best.ckpt", out, tol=1e-5)
+
+
+# ---------------------------------------------------------------- LAMMPS ML-IAP ----
+# `nequip-prepare-lmp-mliap` builds the host's NequIPLAMMPSMLIAPWrapper, whose base
+# class comes from LAMMPS' Python module (`lammps.mliap`). Where LAMMPS is not
+# installed we provide that one abstract base class, so the host's real wrapper code
+# (model loading, ghost-exchange modifier, energy-only model, edge forces) runs
+# unchanged and is driven by an emulated LAMMPS data object.
+
+
+@pytest.fixture(scope="module")
+def lammps_mliap_base():
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("lammps") is not None:
+        try:
+            import lammps.mliap.mliap_unified_abc  # noqa: F401
+
+            yield "lammps"
+            return
+        except Exception:
+            pass
+    stub = {name: types.ModuleType(name) for name in ("lammps", "lammps.mliap", "lammps.mliap.mliap_unified_abc")}
+
+    class MLIAPUnified:  # the interface LAMMPS' ML-IAP "unified" base class declares
+        def __init__(self, interface=None, element_types=None, ndescriptors=None, nparams=None, rcutfac=None):
+            self.interface, self.element_types = interface, element_types
+            self.ndescriptors, self.nparams, self.rcutfac = ndescriptors, nparams, rcutfac
+
+    stub["lammps.mliap.mliap_unified_abc"].MLIAPUnified = MLIAPUnified
+    with pytest.MonkeyPatch.context() as mp:
+        for name, module in stub.items():
+            mp.setitem(sys.modules, name, module)
+        yield "stub"
+
+
+class _LMPData:
+    """Single-rank stand-in for LAMMPS' ML-IAP data: local atoms + periodic-image ghosts."""
+
+    def __init__(self, domain, elems):
+        self.nlocal = len(domain["local"])
+        self.ntotal = self.nlocal + len(domain["ghost_atom"])
+        self.npairs = len(domain["pair_i"])
+        self.rij = np.ascontiguousarray(domain["rij"], dtype=np.float64)
+        self.pair_i = domain["pair_i"].astype(np.int64)
+        self.pair_j = domain["pair_j"].astype(np.int64)
+        self.elems = np.asarray(elems, dtype=np.int64)
+        self.eatoms = np.zeros(self.nlocal)
+        self.energy = None
+        self.pair_forces = None
+        self._owner = [o for _, o in domain["ghost_owner"]]
+
+    def forward_exchange(self, src, out, ncols):
+        out[: self.nlocal] = src[: self.nlocal]
+        for g, owner in enumerate(self._owner):
+            out[self.nlocal + g] = src[owner]
+
+    def reverse_exchange(self, grad, gout, ncols):
+        gout.zero_()
+        gout[: self.nlocal] = grad[: self.nlocal]
+        for g, owner in enumerate(self._owner):
+            gout[owner] += grad[self.nlocal + g]
+
+    def update_pair_forces_gpu(self, edge_forces):
+        self.pair_forces = edge_forces.numpy().copy()
+
+
+def _check_mliap_artifact(artifact, reference_checkpoint, tol):
+    from test_domain_decomposition import _decompose
+
+    wrapper = torch.load(artifact, weights_only=False)
+    calc = NequIPCalculator._from_saved_model(reference_checkpoint, device="cpu", chemical_species_to_atom_type_map=True)
+    atoms = _test_frame()
+    ref = atoms.copy()
+    ref.calc = calc
+    (domain,) = _decompose(atoms, 1, r_max=2 * wrapper.rcutfac)  # LAMMPS' pair cutoff is 2 x rcutfac
+    symbols = np.array(atoms.get_chemical_symbols())
+    owners = np.concatenate([domain["local"], domain["ghost_atom"]])
+    elems = [wrapper.element_types.index(s) for s in symbols[owners]]
+    lmp = _LMPData(domain, elems)
+    wrapper.compute_forces(lmp)
+    forces = np.zeros((len(atoms), 3))
+    np.add.at(forces, owners[lmp.pair_i], lmp.pair_forces)
+    np.add.at(forces, owners[lmp.pair_j], -lmp.pair_forces)
+    de = abs(float(lmp.energy) - ref.get_potential_energy())
+    df = np.abs(forces - ref.get_forces()).max()
+    print(f"ML-IAP wrapper ({artifact.name}) vs ASE: |dE| {de:.2e} eV, max |dF| {df:.2e} eV/A")
+    np.testing.assert_allclose(lmp.eatoms, ref.get_potential_energies(), atol=tol, rtol=0)
+    assert de < tol * len(atoms)
+    assert df < tol
+
+
+def test_prepare_lmp_mliap_no_compile_checkpoint_and_package(run_attention_f64, lammps_mliap_base):
+    from nequip.integrations.lammps_mliap.create_lmp_mliap_file import main as prepare
+
+    run_dir, _ = run_attention_f64
+    pkg = run_dir / "model.nequip.zip"
+    if not pkg.exists():
+        run(["nequip-package", "build", run_dir / "best.ckpt", pkg], cwd=run_dir)
+    for source in (run_dir / "best.ckpt", pkg):
+        out = run_dir / f"{source.name.split('.')[0]}_nocompile.nequip.lmp.pt"
+        prepare([str(source), str(out), "--no-compile"])
+        _check_mliap_artifact(out, run_dir / "best.ckpt", tol=1e-10)

@@ -61,16 +61,18 @@ class ToyAttentionModel(torch.nn.Module):
 
         self.cutoff = PolynomialCutoff(6)
 
-    def forward(self, pos, edge_index, shifts, types, padded_index):
+    def edge_features(self, pos, edge_index, shifts, types):
+        """Envelope f_c (E, 1), messages (E, C) and keys (E, H*d) of every edge."""
         i, j = edge_index
-        vec = pos[j] - pos[i] + shifts
-        r = vec.norm(dim=-1, keepdim=True)
-        x = r / R_MAX
+        x = (pos[j] - pos[i] + shifts).norm(dim=-1, keepdim=True) / R_MAX
         n = torch.arange(1, NUM_RADIAL + 1, dtype=pos.dtype)
         env = self.cutoff(x)
         basis = torch.sin(math.pi * n * x) / x * env  # (E, R)
-        messages = self.radial(basis)  # (E, C)
-        keys = self.key_radial(basis) + self.key_type(types[j])
+        return env, self.radial(basis), self.key_radial(basis) + self.key_type(types[j])
+
+    def forward(self, pos, edge_index, shifts, types, padded_index):
+        i = edge_index[0]
+        env, messages, keys = self.edge_features(pos, edge_index, shifts, types)
         queries = self.query_type(types)[i]
         scores = (queries * keys).view(-1, HEADS, HEAD_DIM).sum(-1) / math.sqrt(HEAD_DIM)
         sink = self.sink[types]
@@ -112,15 +114,8 @@ class ToySDPAModel(ToyAttentionModel):
     """(c): SDPA needs queries and keys rather than scores, so it overrides the forward."""
 
     def forward(self, pos, edge_index, shifts, types, padded_index):
-        i, j = edge_index
-        vec = pos[j] - pos[i] + shifts
-        r = vec.norm(dim=-1, keepdim=True)
-        x = r / R_MAX
-        n = torch.arange(1, NUM_RADIAL + 1, dtype=pos.dtype)
-        env = self.cutoff(x)
-        basis = torch.sin(math.pi * n * x) / x * env
-        messages = self.radial(basis)
-        keys = self.key_radial(basis) + self.key_type(types[j])  # (E, H*d)
+        i = edge_index[0]
+        env, messages, keys = self.edge_features(pos, edge_index, shifts, types)
         num = pos.shape[0]
         k = _pad(keys, padded_index, 0.0).view(num, -1, HEADS, HEAD_DIM).transpose(1, 2)  # (N, H, K, d)
         v = _pad(messages, padded_index, 0.0).view(num, -1, HEADS, CHANNELS // HEADS).transpose(1, 2)

@@ -19,8 +19,13 @@ def bulk_cuau(num_atoms_target: int, seed: int = 0, rattle: float = 0.05):
     """A rattled fcc Cu–Au cell of about ``num_atoms_target`` atoms at fixed density."""
     from ase.build import bulk
 
-    reps = max(1, round((num_atoms_target / 4) ** (1 / 3)))
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True) * (reps, reps, reps)
+    # the most cubic a x b x c repetition of the 4-atom cubic cell closest to the target
+    cells = max(1, round(num_atoms_target / 4))
+    reps = min(
+        ((a, b, c) for a in range(1, 40) for b in range(1, a + 1) for c in range(1, b + 1)),
+        key=lambda r: (abs(r[0] * r[1] * r[2] - cells), r[0] / r[2]),
+    )
+    atoms = bulk("Cu", "fcc", a=3.75, cubic=True) * reps
     rng = np.random.default_rng(seed)
     atoms.symbols[rng.random(len(atoms)) < 0.4] = "Au"
     atoms.rattle(rattle, seed=seed)

@@ -101,16 +101,10 @@ def FlashACEModel(
     )
     _check(int(num_features) >= 1, f"`num_features` must be >= 1, got {num_features}")
     _check(int(num_radial) >= 1, f"`num_radial` must be >= 1, got {num_radial}")
-    _check(
-        int(correlation_order) in (1, 2, 3, 4),
-        f"`correlation_order` must be 1, 2, 3 or 4, got {correlation_order}",
-    )
+    # `correlation_order` (ProductBasis) and `num_features` vs `num_heads` (FlashACELayer)
+    # are validated by the modules that need them, with the same one-line errors
     _check(int(num_heads) >= 0, f"`num_heads` must be >= 0 (0 = no attention), got {num_heads}")
     if num_heads > 0:
-        _check(
-            num_features % num_heads == 0,
-            f"`num_features` ({num_features}) must be divisible by `num_heads` ({num_heads})",
-        )
         _check(attention_head_dim >= 1, f"`attention_head_dim` must be >= 1, got {attention_head_dim}")
     _check(radial_mlp_depth >= 0, f"`radial_mlp_depth` must be >= 0, got {radial_mlp_depth}")
     _check(radial_mlp_width >= 1, f"`radial_mlp_width` must be >= 1, got {radial_mlp_width}")

@@ -52,6 +52,24 @@ def timeit(fn, repeats=3, warmup=1):
     return float(np.median(times))
 
 
+def model_step(model, data, mode):
+    """A callable for one energy+forces evaluation (``ef``) or one training step with a
+    force loss (``train``: forces keep their graph, double backward to the parameters)."""
+    from nequip.data import AtomicDataDict as K
+
+    if mode == "ef":
+        model.eval()
+        return lambda: model(dict(data))
+    model.train()
+
+    def step():
+        out = model(dict(data))
+        out[K.FORCE_KEY].square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -25,7 +25,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +34,7 @@ from _harness import (  # noqa: E402
     bulk_cuau,
     fit_exponent,
     markdown_table,
+    model_step,
     peak_rss_mb,
     provenance,
     run_case_in_subprocess,
@@ -197,18 +197,7 @@ def run_model_case(num_heads, num_atoms, mode, num_features=32, dtype="float32")
         dtype,
     )
     base = peak_rss_mb()
-    if mode == "ef":
-        model.eval()
-        fn = lambda: model(dict(data))  # noqa: E731
-    else:
-        model.train()
-
-        def fn():
-            out = model(dict(data))
-            (out[K.FORCE_KEY].square().mean() + out[K.TOTAL_ENERGY_KEY].square().mean()).backward()
-            model.zero_grad(set_to_none=True)
-
-    t = timeit(fn, repeats=2)
+    t = timeit(model_step(model, data, mode), repeats=2)
     return {"num_heads": num_heads, "atoms": len(data[K.POSITIONS_KEY]), "mode": mode, "seconds": t,
             "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "num_features": num_features}
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _harness import RESULTS, atoms_to_data, bulk_cuau, fit_exponent, markdown_table, peak_rss_mb, provenance, run_case_in_subprocess, timeit  # noqa: E402
+from _harness import RESULTS, atoms_to_data, bulk_cuau, fit_exponent, markdown_table, model_step, peak_rss_mb, provenance, run_case_in_subprocess, timeit  # noqa: E402
 
 R_MAX = 5.0
 TYPES_BULK = ["Cu", "Au"]
@@ -84,18 +84,7 @@ def run_case(model, system, mode, nequip_matched_features=None):
     m = build_model(config, "float32")
     data = atoms_to_data(atoms, R_MAX, types)
     base = peak_rss_mb()
-    if mode == "ef":
-        m.eval()
-        fn = lambda: m(dict(data))  # noqa: E731
-    else:
-        m.train()
-
-        def fn():
-            out = m(dict(data))
-            out[K.FORCE_KEY].square().mean().backward()
-            m.zero_grad(set_to_none=True)
-
-    seconds = timeit(fn, repeats=3)
+    seconds = timeit(model_step(m, data, mode), repeats=3)
     return {"model": model, "system": system, "atoms": len(atoms), "mode": mode, "seconds": seconds,
             "us_per_atom_step": 1e6 * seconds / len(atoms), "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
             "params": sum(p.numel() for p in m.parameters()), "edges": int(data[K.EDGE_INDEX_KEY].shape[1])}

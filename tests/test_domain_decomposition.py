@@ -94,7 +94,6 @@ def _decompose(atoms, num_ranks, r_max=R_MAX):
     domains = []
     for r in range(num_ranks):
         local = np.where(owner_rank == r)[0]
-        local_pos = pos[local]
         ghost_key, ghost_pos, ghost_owner, ghost_atom = {}, [], [], []
         pair_i, pair_j, rij = [], [], []
         for li, a in enumerate(local):

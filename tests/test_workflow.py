@@ -48,6 +48,17 @@ def _test_frame():
     return read(DATA_DIR / "test.xyz", index="0")
 
 
+def _assert_calculators_agree(atoms, calc_a, calc_b, tol, stress=False):
+    """Energy, forces (and stress) of two ASE calculators agree; returns atoms with ``calc_a``."""
+    a, b = atoms.copy(), atoms.copy()
+    a.calc, b.calc = calc_a, calc_b
+    assert abs(a.get_potential_energy() - b.get_potential_energy()) < tol
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=tol)
+    if stress:
+        np.testing.assert_allclose(a.get_stress(), b.get_stress(), atol=tol)
+    return a
+
+
 def test_training_prints_test_metrics_and_report(run_attention_f64):
     run_dir, proc = run_attention_f64
     assert "test0_epoch/forces_mae" in proc.stdout + proc.stderr
@@ -74,11 +85,7 @@ def test_compiled_model_in_ase_md_conserves_energy(ase_artifact):
 
     atoms = _test_frame()
     # the compiled artefact and the checkpoint agree (float64)
-    a1, a2 = atoms.copy(), atoms.copy()
-    a1.calc, a2.calc = calc, ref
-    assert abs(a1.get_potential_energy() - a2.get_potential_energy()) < 1e-9
-    np.testing.assert_allclose(a1.get_forces(), a2.get_forces(), atol=1e-9)
-    np.testing.assert_allclose(a1.get_stress(), a2.get_stress(), atol=1e-9)
+    a1 = _assert_calculators_agree(atoms, calc, ref, tol=1e-9, stress=True)
 
     # forces are -dE/dx: central finite differences on the compiled model
     rng = np.random.default_rng(0)
@@ -120,11 +127,7 @@ def test_nequip_package_of_the_checkpoint(run_attention_f64):
     run(["nequip-package", "build", run_dir / "best.ckpt", pkg], cwd=run_dir)
     calc_pkg = NequIPCalculator._from_saved_model(pkg, device="cpu", chemical_species_to_atom_type_map=True)
     calc_ckpt = NequIPCalculator._from_saved_model(run_dir / "best.ckpt", device="cpu", chemical_species_to_atom_type_map=True)
-    atoms = _test_frame()
-    a1, a2 = atoms.copy(), atoms.copy()
-    a1.calc, a2.calc = calc_pkg, calc_ckpt
-    assert abs(a1.get_potential_energy() - a2.get_potential_energy()) < 1e-10
-    np.testing.assert_allclose(a1.get_forces(), a2.get_forces(), atol=1e-10)
+    _assert_calculators_agree(_test_frame(), calc_pkg, calc_ckpt, tol=1e-10)
 
 
 def _pair_nequip_inputs(atoms, r_max, type_names):

@@ -19,6 +19,7 @@ BAD = [
     ({"type_names": ["H", "C-1"]}, "`type_names`"),
     ({"type_names": ["H", "H"]}, "`type_names`"),
     ({"avg_num_neighbors": {"H": 3.0, "C": 4.0, "O": 5.0, "Xe": 1.0}}, "`avg_num_neighbors`"),
+    ({"avg_num_neighbors": {"H": 3.0, "C": 4.0}}, "`avg_num_neighbors`"),
     ({"per_type_energy_shifts": {"H": 1.0, "C": 2.0, "Xx": 3.0}}, "`per_type_energy_shifts`"),
     ({"per_type_energy_scales": {"H": 1.0}}, "`per_type_energy_scales`"),
 ]

@@ -101,8 +101,9 @@ def FlashACEModel(
     )
     _check(int(num_features) >= 1, f"`num_features` must be >= 1, got {num_features}")
     _check(int(num_radial) >= 1, f"`num_radial` must be >= 1, got {num_radial}")
-    # `correlation_order` (ProductBasis) and `num_features` vs `num_heads` (FlashACELayer)
-    # are validated by the modules that need them, with the same one-line errors
+    # `correlation_order` (ProductBasis), `num_features` vs `num_heads` and
+    # `avg_num_neighbors` (FlashACELayer) are validated by the modules that need them,
+    # with the same one-line errors
     _check(int(num_heads) >= 0, f"`num_heads` must be >= 0 (0 = no attention), got {num_heads}")
     if num_heads > 0:
         _check(attention_head_dim >= 1, f"`attention_head_dim` must be >= 1, got {attention_head_dim}")
@@ -112,9 +113,6 @@ def FlashACEModel(
         readout_mlp_hidden_layers_depth >= 0,
         f"`readout_mlp_hidden_layers_depth` must be >= 0, got {readout_mlp_hidden_layers_depth}",
     )
-    if avg_num_neighbors is not None and isinstance(avg_num_neighbors, dict):
-        unknown = set(avg_num_neighbors) - set(type_names)
-        _check(not unknown, f"`avg_num_neighbors` names unknown type(s) {sorted(unknown)}; `type_names` is {list(type_names)}")
     if per_edge_type_cutoff is not None:
         unknown = set(per_edge_type_cutoff) - set(type_names)
         _check(not unknown, f"`per_edge_type_cutoff` names unknown type(s) {sorted(unknown)}; `type_names` is {list(type_names)}")

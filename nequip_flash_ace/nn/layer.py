@@ -24,10 +24,14 @@ def _inverse_neighbour_counts(
     """``1 / avg_num_neighbors`` as a ``(1,)`` or per-type ``(num_types,)`` tensor."""
     if avg_num_neighbors is None:
         return torch.ones(1)
-    if isinstance(avg_num_neighbors, dict):
-        missing = set(type_names) - set(avg_num_neighbors)
-        if missing:
-            raise ValueError(f"`avg_num_neighbors` has no entry for type(s) {sorted(missing)}")
+    if hasattr(avg_num_neighbors, "keys"):  # dict, or a DictConfig from Hydra
+        missing = set(type_names) - set(avg_num_neighbors.keys())
+        unknown = set(avg_num_neighbors.keys()) - set(type_names)
+        if missing or unknown:
+            raise ValueError(
+                f"`avg_num_neighbors` must map every type in {list(type_names)} to a number; "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
         values = [float(avg_num_neighbors[t]) for t in type_names]
     else:
         values = [float(avg_num_neighbors)]

@@ -1,8 +1,10 @@
 """Shared benchmark harness: bulk systems, timing, peak memory in a fresh process, provenance."""
 
+import ctypes
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -13,6 +15,58 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = Path(__file__).resolve().parent / "runs"
+
+# Peer models as keyword arguments of their builders (the common keys -- seed, r_max,
+# type_names, avg_num_neighbors, model_dtype -- are added where they are built).
+# Defaults: NequIP's documented tutorial size; Allegro's tutorial size at l_max 1.
+# `width` parametrises the param-matched variants.
+FLASH_ACE = {"_target_": "nequip_flash_ace.model.FlashACEModel"}
+
+
+def nequip_kwargs(width: int = 32) -> dict:
+    return {"_target_": "nequip.model.NequIPGNNModel", "num_layers": 4, "l_max": 1, "num_features": width}
+
+
+def allegro_kwargs(width: int = 64) -> dict:
+    return {
+        "_target_": "allegro.model.AllegroModel", "l_max": 1, "num_layers": 2,
+        "num_scalar_features": width, "num_tensor_features": max(4, width // 4),
+        "allegro_mlp_hidden_layers_width": width, "readout_mlp_hidden_layers_width": max(8, width // 2),
+        "radial_chemical_embed": {"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8},
+    }
+
+
+def peer_models(matched_widths=None) -> dict:
+    """name -> builder kwargs for Flash-ACE (with/without attention) and the peers;
+    ``matched_widths = {"nequip": w, "allegro": w}`` adds the param-matched peers."""
+    models = {
+        "flash_ace": dict(FLASH_ACE),
+        "flash_ace_no_attention": dict(FLASH_ACE, num_heads=0),
+        "nequip": nequip_kwargs(),
+        "allegro": allegro_kwargs(),
+    }
+    if matched_widths:
+        models["nequip_param_matched"] = nequip_kwargs(matched_widths["nequip"])
+        models["allegro_param_matched"] = allegro_kwargs(matched_widths["allegro"])
+    return models
+
+
+def count_params(kwargs: dict, type_names, r_max: float = 5.0) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from helpers import build_model
+
+    config = dict(kwargs, seed=0, r_max=r_max, type_names=list(type_names), avg_num_neighbors=20.0)
+    return sum(p.numel() for p in build_model(config, "float32").parameters())
+
+
+def param_matched_widths(type_names) -> dict:
+    """Widths of NequIP and Allegro whose parameter count is closest to default Flash-ACE's."""
+    target = count_params(FLASH_ACE, type_names)
+    return {
+        "nequip": min(range(8, 129, 4), key=lambda w: abs(count_params(nequip_kwargs(w), type_names) - target)),
+        "allegro": min(range(32, 161, 8), key=lambda w: abs(count_params(allegro_kwargs(w), type_names) - target)),
+    }
 
 
 def bulk_cuau(num_atoms_target: int, seed: int = 0, rattle: float = 0.05):
@@ -72,6 +126,35 @@ def model_step(model, data, mode):
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class PeakMemory:
+    """Peak resident memory of one piece of work inside a long-lived process (Linux):
+    freed heap is handed back to the OS (``malloc_trim``), the kernel's high-water mark
+    is reset (``/proc/self/clear_refs`` = 5), and the new high-water mark minus the
+    resident size before the work is the work's peak. Lets several models be measured
+    side by side in one process."""
+
+    _libc = ctypes.CDLL("libc.so.6")
+
+    @staticmethod
+    def _status_mb(field: str) -> float:
+        with open("/proc/self/status") as f:
+            return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1)) / 1024.0
+
+    def __enter__(self):
+        import gc
+
+        gc.collect()
+        self._libc.malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        self.base_mb = self._status_mb("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_mb = self._status_mb("VmHWM") - self.base_mb
+        return False
 
 
 def run_case_in_subprocess(script: Path, args: list, timeout=1800) -> dict:

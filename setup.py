@@ -22,7 +22,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "scipy"],
+        "test": ["pytest", "scipy", "nequip-allegro"],
         "benchmark": ["nequip-allegro"],
     },
     entry_points={

@@ -1,14 +1,21 @@
-"""Accuracy at equal wall-clock budget, and the attention-vs-depth study.
+"""Accuracy at equal wall-clock budget: Flash-ACE vs peers, the attention-vs-depth study,
+and a one-knob-at-a-time ablation of the deep preset.
 
-    python benchmarks/accuracy_budget.py --study peers --quick   # 4 models x 1 seed x 45 s
-    python benchmarks/accuracy_budget.py --study depth --quick   # 8 settings x 1 seed x 45 s
-    python benchmarks/accuracy_budget.py --study peers --budget-min 15 --seeds 0 1 2   # full
+    python benchmarks/accuracy_budget.py --study peers --quick      # 5 models x 1 seed x 40 s
+    python benchmarks/accuracy_budget.py --study depth --quick      # 8 settings x 1 seed x 40 s
+    python benchmarks/accuracy_budget.py --study ablation --quick   # 6 settings x 1 seed x 40 s
+    python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
 
-Every run is `nequip-train -cp configs -cn flash_ace|flash_ace_deep` on the bundled data
-(same split: whole trajectories) with `max_time` = the budget, then its test metrics (best
-checkpoint, held-out trajectory). Peers replace the model block through Hydra overrides,
-so data, loss, optimiser and schedule are identical. Writes
-benchmarks/results/accuracy_<study>[_quick].{md,json} and a PNG of test force MAE per run.
+Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
+(`flash_ace` or `flash_ace_deep`), composed by Hydra, so data split, loss, optimiser,
+EMA and schedule are the same for all models; a peer only replaces the
+`training_module.model` block (NequIP / Allegro at tutorial and Flash-ACE-matched
+parameter counts, `_harness.peer_models`). The budget is Lightning's `max_time`.
+Besides the validation set (which selects the checkpoint and drives the scheduler), the
+held-out test trajectory is evaluated after every epoch as a second validation set
+(`val1`), and a callback records the training wall time at each epoch, giving measured
+test-force-MAE-vs-time curves. Final numbers: the test run on the best checkpoint.
+Writes benchmarks/results/accuracy_<study>[_quick].{md,json,png}; runs under benchmarks/runs/.
 """
 
 import argparse
@@ -22,131 +29,216 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import RESULTS, markdown_table, provenance  # noqa: E402
+from _harness import FLASH_ACE, RESULTS, RUNS, count_params, markdown_table, param_matched_widths, peer_models, provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-M = "training_module.model"
-FLASH_ONLY = [f"~{M}.num_radial", f"~{M}.correlation_order", f"~{M}.num_heads"]
-
-PEERS = {
-    "flash_ace": ("flash_ace", []),
-    "flash_ace_no_attention": ("flash_ace", ["num_heads=0"]),
-    "nequip": ("flash_ace", [f"{M}._target_=nequip.model.NequIPGNNModel", "num_layers=4", "l_max=1", "num_features=32", *FLASH_ONLY]),
-    "allegro": (
-        "flash_ace",
-        [f"{M}._target_=allegro.model.AllegroModel", "num_layers=2", "l_max=1", *FLASH_ONLY, f"~{M}.num_features",
-         f"+{M}.num_scalar_features=64", f"+{M}.num_tensor_features=16", f"+{M}.allegro_mlp_hidden_layers_width=64",
-         f"+{M}.readout_mlp_hidden_layers_width=32",
-         f"+{M}.radial_chemical_embed={{_target_: allegro.nn.TwoBodyBesselScalarEmbed, num_bessels: 8}}"],
-    ),
-}
-# naive: the 2-layer config with only the depth changed; coupled: the deep preset
-# (lower lr, clipping, faster scheduler, energy-weight warm-up, bigger effective batch)
-DEPTH = {
-    f"{layers}L_{'att' if heads else 'noatt'}_{knobs}": (
-        "flash_ace" if knobs == "naive" else "flash_ace_deep",
-        [f"num_layers={layers}", f"num_heads={heads}"],
-    )
-    for layers in (2, 4) for heads in (4, 0) for knobs in ("naive", "coupled")
-}
+TYPES = ["Cu", "Au"]
+FLASH_KNOBS = ("num_layers", "num_heads", "l_max", "num_radial", "num_features", "correlation_order")
 
 
-def train(name, config_name, overrides, seed, budget_min, out_root):
+def knob_overrides(knobs: dict) -> list:
+    return [f"{k}={v}" for k, v in knobs.items()]
+
+
+def settings_for(study: str) -> dict:
+    """name -> (config name, top-level knob overrides, model kwargs replacing the model block or None)."""
+    if study == "peers":
+        models = peer_models(param_matched_widths(TYPES))
+        return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
+                for name, kwargs in models.items() if name != "flash_ace_no_attention"}
+    if study == "depth":
+        # naive: the 2-layer config with only depth (and attention) changed;
+        # coupled: the deep preset (lr 1e-3, clip 5, energy warm-up, batch 8 x 2, faster scheduler)
+        return {f"{layers}L_{'att' if heads else 'noatt'}_{knobs}": ("flash_ace" if knobs == "naive" else "flash_ace_deep",
+                                                                      {"num_layers": layers, "num_heads": heads}, None)
+                for layers in (2, 4) for heads in (4, 0) for knobs in ("naive", "coupled")}
+    if study == "ablation":
+        # 4 layers with attention: the deep preset, then with one coupled knob put back to the
+        # 2-layer value (or the basis reduced), one hypothesis of the method's authors each
+        base = {"num_layers": 4, "num_heads": 4}
+        variants = {
+            "coupled": {},
+            "lr_1e-2": {"lr": 0.01},
+            "clip_10": {"gradient_clip_val": 10.0},
+            "no_energy_warmup": {"energy_warmup_weight": 1.0},
+            "batch_4_no_accum": {"batch_size": 4, "accumulate_grad_batches": 1},
+            "reduced_basis": {"num_radial": 4, "l_max": 1},
+        }
+        return {f"4L_att_{name}": ("flash_ace_deep", dict(base, **knobs), None) for name, knobs in variants.items()}
+    raise ValueError(f"unknown study {study!r}; choose peers, depth or ablation")
+
+
+def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float) -> Path:
+    """Compose the config like nequip-train would, then swap the model block (peers), add the
+    test set as a second validation set and the wall-clock callback; save it in the run dir."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    minutes, seconds = int(budget_min), int(round((budget_min - int(budget_min)) * 60))
+    overrides = [f"seed={seed}", f"max_time=00:00:{minutes:02d}:{seconds:02d}", "max_epochs=1000",
+                 f"data_dir={REPO / 'data' / 'cuau_emt'}", *knob_overrides(knobs)]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    if model_kwargs is not None:
+        # keep the entries every NequIP-framework model takes (interpolations left unresolved)
+        block = OmegaConf.to_container(cfg.training_module.model, resolve=False)
+        common = ("seed", "model_dtype", "type_names", "r_max", "avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")
+        cfg.training_module.model = OmegaConf.create(dict(model_kwargs, **{k: block[k] for k in common}))
+    test_as_val = OmegaConf.to_container(cfg.data.test_dataset, resolve=False)
+    cfg.data.val_dataset = [OmegaConf.to_container(cfg.data.val_dataset, resolve=False), test_as_val]
+    cfg.trainer.callbacks.append({"_target_": "_wallclock.EpochWallClock", "out_file": str(run_dir / "wallclock.jsonl")})
+    config_dir = run_dir / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, config_dir / "bench.yaml")
+    return config_dir
+
+
+def train(name, setting, seed, budget_min, out_root):
+    config_name, knobs, model_kwargs = setting
     run_dir = out_root / f"{name}_seed{seed}"
-    minutes = int(budget_min)
-    seconds = int(round((budget_min - minutes) * 60))
-    cmd = ["nequip-train", "-cp", str(REPO / "configs"), "-cn", config_name, f"hydra.run.dir={run_dir}", f"seed={seed}",
-           f"max_time=00:00:{minutes:02d}:{seconds:02d}", "max_epochs=1000", f"data_dir={REPO / 'data' / 'cuau_emt'}", *overrides]
+    config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}"]
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    wall = time.time() - start
-    result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": wall}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    params = count_params(model_kwargs or dict(FLASH_ACE, **{k: v for k, v in knobs.items() if k in FLASH_KNOBS}), TYPES)
+    result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
     if proc.returncode != 0:
-        result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:200]
+        result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300]
         return result
     from nequip_flash_ace.report import parity_plots
 
     errs = parity_plots(run_dir / "test_dataset0.xyz", run_dir)
-    import csv
-
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/forces_mae")]
+    curve = [json.loads(line) for line in open(run_dir / "wallclock.jsonl")]
     result.update(
-        epochs=len(rows),
+        epochs=len(curve),
         test_force_mae=errs["forces"]["mae"], test_force_rmse=errs["forces"]["rmse"],
         test_energy_mae=errs["energy_per_atom"]["mae"], test_energy_rmse=errs["energy_per_atom"]["rmse"],
-        val_force_mae_curve=[float(r["val0_epoch/forces_mae"]) for r in rows],
+        curve_s=[c["elapsed_s"] for c in curve],
+        curve_test_force_mae=[c["metrics"].get("val1_epoch/forces_mae") for c in curve],
+        curve_val_force_mae=[c["metrics"].get("val0_epoch/forces_mae") for c in curve],
     )
     return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "depth"], default="peers")
-    parser.add_argument("--quick", action="store_true", help="45 s per run, one seed")
-    parser.add_argument("--budget-min", type=float, default=10.0)
+    parser.add_argument("--study", choices=["peers", "depth", "ablation"], default="peers")
+    parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
+    parser.add_argument("--budget-min", type=float, default=3.0, help="wall-clock training budget per run, minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--only", nargs="+", help="run only these settings (names as in the table)")
+    parser.add_argument("--out", help="result stem (default accuracy_<study>[_quick])")
     args = parser.parse_args()
-    budget = 0.75 if args.quick else args.budget_min
+    budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
-    settings = PEERS if args.study == "peers" else DEPTH
-    out_root = REPO / "benchmarks" / "runs" / args.study
+    settings = settings_for(args.study)
+    if args.only:
+        unknown = sorted(set(args.only) - set(settings))
+        if unknown:
+            parser.error(f"--only: unknown setting(s) {unknown}; {args.study} has {sorted(settings)}")
+        settings = {k: v for k, v in settings.items() if k in args.only}
+    stem = args.out or f"accuracy_{args.study}" + ("_quick" if args.quick else "")
+    out_root = RUNS / stem
     results = []
-    for name, (config_name, overrides) in settings.items():
-        for seed in seeds:
-            r = train(name, config_name, overrides, seed, budget, out_root)
-            print(json.dumps({k: v for k, v in r.items() if k != "val_force_mae_curve"}), flush=True)
+    for seed in seeds:  # seed-major: a cut-short run still has every setting once
+        for name, setting in settings.items():
+            r = train(name, setting, seed, budget, out_root)
+            print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
             results.append(r)
-    write_report(results, args, budget, seeds)
+            write_report(results, args.study, stem, budget, seeds)
 
 
-def write_report(results, args, budget, seeds):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"accuracy_{args.study}" + ("_quick" if args.quick else "")
-    rows = []
-    by_name = {}
-    for r in results:
-        by_name.setdefault(r["name"], []).append(r)
-    summary = []
-    for name, runs in by_name.items():
-        ok = [r for r in runs if "error" not in r]
+def summarise(results):
+    """name -> dict of mean/std over seeds (successful runs only)."""
+    out = {}
+    for name in dict.fromkeys(r["name"] for r in results):
+        ok = [r for r in results if r["name"] == name and "error" not in r]
         if not ok:
-            rows.append([name, len(runs), "fails: " + runs[0]["error"], "-", "-", "-"])
+            out[name] = {"error": next(r["error"] for r in results if r["name"] == name)}
             continue
         f = np.array([r["test_force_mae"] for r in ok])
-        e = np.array([r["test_energy_mae"] for r in ok]) * 1e3
-        summary.append((float(f.mean()), name))
-        rows.append([name, len(ok), f"{f.mean():.4f} ± {f.std():.4f}", f"{np.mean([r['test_force_rmse'] for r in ok]):.4f}",
-                     f"{e.mean():.2f} ± {e.std():.2f}", f"{np.mean([r['epochs'] for r in ok]):.1f}"])
-    lines = [f"# Accuracy at equal budget: {args.study}{' (quick)' if args.quick else ''}", "", "```", json.dumps(provenance(), indent=1), "```", "",
-             f"Budget {budget} min wall per run (nequip-train `max_time`), seeds {seeds}, bundled Cu–Au EMT data "
-             "(train 6 trajectories, test 1 held-out trajectory), test metrics of the best checkpoint. Mean ± std over seeds.", "",
-             markdown_table(["model", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs in budget"], rows)]
-    if summary:
-        best = min(summary)
-        lines += ["", f"Lowest test force MAE at this budget: **{best[1]}** ({best[0]:.4f} eV/Å)."]
+        out[name] = {"runs": len(ok), "force_mae": f.mean(), "force_mae_std": f.std(), "force_mae_min": f.min(), "force_mae_max": f.max(),
+                     "force_rmse": np.mean([r["test_force_rmse"] for r in ok]),
+                     "energy_mae_mev": 1e3 * np.mean([r["test_energy_mae"] for r in ok]),
+                     "energy_mae_mev_std": 1e3 * np.std([r["test_energy_mae"] for r in ok]),
+                     "epochs": np.mean([r["epochs"] for r in ok]), "params": ok[0]["params"]}
+    return out
+
+
+def comparisons(study, summary):
+    """Differences the study was designed to measure, as ratios of mean test force MAE."""
+    def ratio(a, b):
+        if "force_mae" in summary.get(a, {}) and "force_mae" in summary.get(b, {}):
+            return f"{a} / {b}: {summary[a]['force_mae'] / summary[b]['force_mae']:.2f}"
+        return None
+
+    pairs = []
+    if study == "depth":
+        for layers in (2, 4):
+            for att in ("att", "noatt"):
+                pairs.append((f"{layers}L_{att}_coupled", f"{layers}L_{att}_naive"))
+        for knobs in ("naive", "coupled"):
+            for att in ("att", "noatt"):
+                pairs.append((f"4L_{att}_{knobs}", f"2L_{att}_{knobs}"))
+            for layers in (2, 4):
+                pairs.append((f"{layers}L_att_{knobs}", f"{layers}L_noatt_{knobs}"))
+    elif study == "ablation":
+        pairs = [(name, "4L_att_coupled") for name in summary if name != "4L_att_coupled"]
+    elif study == "peers":
+        pairs = [("flash_ace", name) for name in summary if name != "flash_ace"]
+    return [line for line in (ratio(a, b) for a, b in pairs) if line]
+
+
+def write_report(results, study, stem, budget, seeds):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = summarise(results)
+    rows = []
+    for name, s in summary.items():
+        if "error" in s:
+            rows.append([name, 0, "fails: " + s["error"], "-", "-", "-", "-"])
+            continue
+        rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
+                     f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
+    lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(provenance(), indent=1), "```", "",
+             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, 2 CPU threads), seeds {seeds}; "
+             "bundled Cu–Au EMT data (train: 6 trajectories, 360 frames; validation and test: one held-out trajectory each, 60 frames). "
+             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean).", "",
+             markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "params"], rows)]
+    ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)
+    if ranked:
+        lines += ["", f"Lowest mean test force MAE: **{ranked[0][1]}** ({ranked[0][0]:.4f} eV/Å)"
+                  + (f"; runner-up {ranked[1][1]} ({ranked[1][0]:.4f} eV/Å, ×{ranked[1][0] / ranked[0][0]:.2f})." if len(ranked) > 1 else ".")]
+    comp = comparisons(study, summary)
+    if comp:
+        lines += ["", "Ratios of mean test force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": provenance()}, indent=1))
-    try:
-        import matplotlib
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": provenance(), "budget_min": budget, "seeds": seeds}, indent=1))
+    plot(results, RESULTS / f"{stem}.png", study)
+    print(f"wrote {RESULTS / (stem + '.md')}", flush=True)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, runs in by_name.items():
-            for r in runs:
-                if "val_force_mae_curve" in r:
-                    ax.plot(np.linspace(0, r["wall_s"] / 60, len(r["val_force_mae_curve"])), r["val_force_mae_curve"], label=f"{name} s{r['seed']}")
-        ax.set_xlabel("training wall time (min, approx.)")
-        ax.set_ylabel("validation force MAE (eV/Å)")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"{stem}.png", dpi=110)
-    except Exception as err:  # plotting is a convenience
-        print(f"plot skipped: {err}")
-    print(f"wrote {RESULTS / (stem + '.md')}")
+def plot(results, path, study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["name"] for r in results))
+    colors = dict(zip(names, plt.cm.tab10.colors))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        pts = [(t / 60, m) for t, m in zip(r.get("curve_s", []), r.get("curve_test_force_mae", [])) if m is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1, color=colors[r["name"]], label=r["name"] if r["seed"] == min(x["seed"] for x in results) else None)
+    ax.set_xlabel("training wall time (min, measured at each epoch)")
+    ax.set_ylabel("test force MAE (eV/Å)")
+    ax.set_yscale("log")
+    ax.set_title(f"{study}: held-out test trajectory, every epoch (lines: seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

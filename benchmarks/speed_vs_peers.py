@@ -171,7 +171,12 @@ def main():
     parser.add_argument("--compile", nargs="*", help="models to AOTInductor-compile (default: all; --quick: flash_ace nequip)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="result stem (default speed_vs_peers[_quick])")
+    parser.add_argument("--from-json", type=Path, help="only rewrite the table and plot from a results JSON of an earlier run")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        write_report(saved["results"], saved["compile"], saved["widths"], args.out or args.from_json.stem, saved["provenance"])
+        return
     if args.same_process:
         same_process_headline()
         return
@@ -231,13 +236,15 @@ def scaling(rows, model, backend, key):
     return fit_exponent(*zip(*pts)) if len(pts) >= 3 else None
 
 
-def write_report(rows, compile_rows, widths, stem):
+def write_report(rows, compile_rows, widths, stem, measured_on=None):
+    """Markdown table, JSON and PNG; ``measured_on``: provenance of the run (default: now)."""
+    measured_on = measured_on or provenance()
     RESULTS.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if "seconds" in r]
     models = list(dict.fromkeys(r["model"] for r in ok))
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     lines = [f"# Speed and memory vs NequIP and Allegro{' (quick)' if 'quick' in stem else ''}", "", "```",
-             json.dumps(provenance(), indent=1), "```", "",
+             json.dumps(measured_on, indent=1), "```", "",
              f"float32, CPU, 2 threads, r_max {R_MAX} Å, rattled fcc Cu–Au at fixed density (≈ 42 neighbours per atom) "
              f"and a 21-atom C9H8O4 cluster. Param-matched widths: NequIP {widths['nequip']} features, Allegro "
              f"{widths['allegro']} scalar features. All models of a system in one process, timed round-robin, median. "
@@ -275,7 +282,7 @@ def write_report(rows, compile_rows, widths, stem):
         lines += ["", "Failed cases: " + "; ".join(f"{r['system']}: {r['error']}" for r in failed)]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"results": rows, "compile": compile_rows, "widths": widths,
-                                                      "provenance": provenance()}, indent=1))
+                                                      "provenance": measured_on}, indent=1))
     plot(ok, models, RESULTS / f"{stem}.png")
     print(f"wrote {RESULTS / (stem + '.md')}")
 
@@ -286,7 +293,7 @@ def plot(rows, models, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.0))
     colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for m in models:
         for backend, style in (("eager", "-"), ("aotinductor", "--")):
@@ -304,8 +311,8 @@ def plot(rows, models, path):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("atoms (Cu–Au bulk, fixed density)")
-    axes[0].legend(fontsize=6.5)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

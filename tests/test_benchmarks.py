@@ -1,0 +1,107 @@
+"""Smoke checks of the benchmark entry points at tiny sizes: the machinery that produces
+the README's benchmark tables (side-by-side timing, per-work peak memory, in-process
+AOTInductor compile, Hydra-composed peer runs with measured time curves) must keep
+working. The full runs are documented in README.md ("Benchmarks")."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _harness  # noqa: E402
+import accuracy_budget  # noqa: E402
+import speed_vs_peers  # noqa: E402
+
+WIDTHS = {"nequip": 16, "allegro": 32}  # small peers keep the smoke test quick
+
+
+def test_peak_memory_isolates_each_piece_of_work():
+    with _harness.PeakMemory() as big:
+        x = torch.ones(50_000_000)  # 200 MB
+        x += 1
+        del x
+    with _harness.PeakMemory() as small:
+        y = torch.ones(1_000_000)  # 4 MB
+        del y
+    assert 180 < big.peak_mb < 400, big.peak_mb
+    # the high-water mark of the first block must not leak into the second
+    assert small.peak_mb < 50, small.peak_mb
+
+
+def test_param_matched_widths_match_flash_ace():
+    types = ["Cu", "Au"]
+    target = _harness.count_params(_harness.FLASH_ACE, types)
+    widths = _harness.param_matched_widths(types)
+    for family, kwargs in (("nequip", _harness.nequip_kwargs), ("allegro", _harness.allegro_kwargs)):
+        n = _harness.count_params(kwargs(widths[family]), types)
+        assert abs(n - target) / target < 0.15, (family, widths[family], n, target)
+
+
+@pytest.mark.slow
+def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed_vs_peers, "RESULTS", tmp_path)
+    monkeypatch.setattr(speed_vs_peers, "COMPILED_DIR", tmp_path / "compiled")
+    compiled = speed_vs_peers.compile_case("allegro", WIDTHS)
+    assert Path(compiled["path"]).is_file() and compiled["compile_s"] > 0
+    rows = []
+    for system in ("molecule21", "bulk_32", "bulk_108", "bulk_256"):
+        rows += speed_vs_peers.system_case(system, WIDTHS, {"allegro": compiled["path"]}, repeats=1)
+    models = set(_harness.peer_models(WIDTHS))
+    for system in ("molecule21", "bulk_32", "bulk_108", "bulk_256"):
+        here = [r for r in rows if r["system"] == system]
+        assert {r["model"] for r in here if r["backend"] == "eager" and r["mode"] == "ef"} == models
+        assert all(r["seconds"] > 0 and r["peak_mb"] >= 0 for r in here)
+    # training steps only where asked; compiled artefacts only for the bulk type set
+    assert {r["system"] for r in rows if r["mode"] == "train"} == {"molecule21", "bulk_108"}
+    assert {r["system"] for r in rows if r["backend"] == "aotinductor"} == {"bulk_32", "bulk_108", "bulk_256"}
+    # cost grows with system size for every model
+    for model in models:
+        exponent = speed_vs_peers.scaling(rows, model, "eager", "seconds")
+        assert exponent is not None and exponent > 0, (model, exponent)
+    speed_vs_peers.write_report(rows, [dict(compiled, model="allegro")], WIDTHS, "smoke")
+    text = (tmp_path / "smoke.md").read_text()
+    assert "Scaling exponents" in text and "aotinductor" in text
+    assert (tmp_path / "smoke.png").stat().st_size > 10_000
+    assert len(json.loads((tmp_path / "smoke.json").read_text())["results"]) == len(rows)
+
+
+def test_study_settings_compose(tmp_path):
+    expected = {"peers": 5, "depth": 8, "ablation": 6}
+    for study, count in expected.items():
+        settings = accuracy_budget.settings_for(study)
+        assert len(settings) == count, (study, sorted(settings))
+    from omegaconf import OmegaConf
+
+    ablation = accuracy_budget.settings_for("ablation")
+    config_name, knobs, _ = ablation["4L_att_lr_1e-2"]
+    cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path, config_name, knobs, None, 3, 2.0) / "bench.yaml")
+    assert cfg.lr == 0.01 and cfg.num_layers == 4 and cfg.gradient_clip_val == 5.0  # one knob moved, the rest of the preset kept
+    assert cfg.max_time == "00:00:02:00" and cfg.seed == 3
+    assert [d.file_path.split("/")[-1] for d in cfg.data.val_dataset] == ["val.xyz", "test.xyz"]
+    with pytest.raises(ValueError, match="choose peers, depth or ablation"):
+        accuracy_budget.settings_for("width")
+
+
+@pytest.mark.slow
+def test_peer_training_run_at_budget(tmp_path, monkeypatch):
+    """One real equal-budget run of a peer through our config (model block swapped)."""
+    monkeypatch.setattr(accuracy_budget, "RESULTS", tmp_path)
+    setting = ("flash_ace", {}, _harness.allegro_kwargs(WIDTHS["allegro"]))
+    result = accuracy_budget.train("allegro_small", setting, 0, 0.35, tmp_path / "runs")
+    assert "error" not in result, result.get("error")
+    assert result["params"] == _harness.count_params(setting[2], ["Cu", "Au"])
+    # learned something within ~20 s: well below the zero-force baseline (mean |F| ~ 0.75 eV/Å)
+    assert math.isfinite(result["test_force_mae"]) and result["test_force_mae"] < 0.5
+    assert result["epochs"] >= 1
+    assert all(m is not None and math.isfinite(m) for m in result["curve_test_force_mae"])
+    assert np.all(np.diff(result["curve_s"]) > 0) and result["curve_s"][-1] < 0.35 * 60 + 30
+    accuracy_budget.write_report([result], "peers", "smoke", 0.35, [0])
+    assert "allegro_small" in (tmp_path / "smoke.md").read_text()
+    assert (tmp_path / "smoke.png").is_file()

@@ -1,4 +1,5 @@
-"""Shared benchmark harness: bulk systems, timing, peak memory in a fresh process, provenance."""
+"""Shared benchmark harness: peer model definitions, bulk systems, timing, peak memory
+(in a fresh process or per piece of work), provenance."""
 
 import ctypes
 import json
@@ -52,12 +53,17 @@ def peer_models(matched_widths=None) -> dict:
     return models
 
 
-def count_params(kwargs: dict, type_names, r_max: float = 5.0) -> int:
+def build_peer(kwargs: dict, type_names, r_max: float = 5.0, model_dtype: str = "float32"):
+    """One model of ``peer_models`` (or any builder kwargs), with the common keys filled in."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from helpers import build_model
 
     config = dict(kwargs, seed=0, r_max=r_max, type_names=list(type_names), avg_num_neighbors=20.0)
-    return sum(p.numel() for p in build_model(config, "float32").parameters())
+    return build_model(config, model_dtype)
+
+
+def count_params(kwargs: dict, type_names, r_max: float = 5.0) -> int:
+    return sum(p.numel() for p in build_peer(kwargs, type_names, r_max).parameters())
 
 
 def param_matched_widths(type_names) -> dict:

@@ -19,7 +19,6 @@ Writes benchmarks/results/speed_vs_peers[_quick].{md,json,png}.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _harness import (  # noqa: E402
-    RESULTS, RUNS, PeakMemory, atoms_to_data, bulk_cuau, count_params, fit_exponent, markdown_table, model_step,
+    RESULTS, RUNS, PeakMemory, atoms_to_data, build_peer, bulk_cuau, fit_exponent, markdown_table, model_step,
     param_matched_widths, peer_models, provenance, run_case_in_subprocess,
 )
 
@@ -62,9 +60,7 @@ def system(name):
 
 
 def build(kwargs, type_names):
-    from helpers import build_model
-
-    return build_model(dict(kwargs, seed=0, r_max=R_MAX, type_names=type_names, avg_num_neighbors=20.0), "float32")
+    return build_peer(kwargs, type_names, R_MAX)
 
 
 def aot_fields():

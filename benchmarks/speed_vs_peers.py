@@ -99,6 +99,18 @@ def load_compiled(path):
     return lambda data: aoti({k: data[k] for k in inputs})
 
 
+def round_robin(steps, repeats):
+    """Time every callable ``repeats`` times, interleaved (A, B, C, A, B, C, ...) so that
+    machine noise hits all alike; returns key -> list of seconds."""
+    times = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
 def system_case(system_name, widths, compiled, repeats):
     """Every model on one system, in this one process: memory per piece of work, then
     round-robin timing. Returns one row per (model, backend, mode)."""
@@ -123,12 +135,7 @@ def system_case(system_name, widths, compiled, repeats):
         with PeakMemory() as mem:
             step()  # also the warm-up call
         peaks[key] = mem.peak_mb
-    times = {key: [] for key in steps}
-    for _ in range(repeats):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[key].append(time.perf_counter() - start)
+    times = round_robin(steps, repeats)
     return [
         {"model": name, "backend": backend, "mode": mode, "system": system_name, "atoms": len(atoms),
          "edges": int(data[K.EDGE_INDEX_KEY].shape[1]), "seconds": float(np.median(times[key])),
@@ -146,14 +153,9 @@ def same_process_headline(repeats=20):
         atoms, types = system(name)
         data = atoms_to_data(atoms, R_MAX, types)
         steps = {m: model_step(build(models[m], types), data, "ef") for m in ("flash_ace", "nequip")}
-        times = {m: [] for m in steps}
         for step in steps.values():
-            step()
-        for _ in range(repeats):
-            for m, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[m].append(time.perf_counter() - start)
+            step()  # warm-up
+        times = round_robin(steps, repeats)
         med = {m: float(np.median(t)) for m, t in times.items()}
         print(f"{name} ({len(atoms)} atoms): energy+forces median of {repeats}: Flash-ACE {med['flash_ace'] * 1e3:.1f} ms, "
               f"NequIP {med['nequip'] * 1e3:.1f} ms, ratio {med['flash_ace'] / med['nequip']:.2f}")

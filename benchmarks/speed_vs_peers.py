@@ -1,6 +1,6 @@
 """Speed and memory of Flash-ACE next to NequIP and Allegro, eager and AOTInductor-compiled.
 
-    python benchmarks/speed_vs_peers.py --quick     # < 10 min: molecule, 108/256-atom bulk, 2 compiles
+    python benchmarks/speed_vs_peers.py --quick     # < 10 min: molecule, 108/256/500-atom bulk, 2 compiles
     python benchmarks/speed_vs_peers.py             # bulk from 108 to 8000 atoms, all models compiled
     python benchmarks/speed_vs_peers.py --same-process   # one-minute Flash-ACE vs NequIP check
 
@@ -187,7 +187,8 @@ def main():
     widths = param_matched_widths(TYPES_BULK)
     models = peer_models(widths)
     if args.quick:
-        systems = ["molecule21", "bulk_108", "bulk_256"]
+        # three bulk sizes: the smallest set that still fits a scaling exponent
+        systems = ["molecule21", "bulk_108", "bulk_256", "bulk_500"]
         to_compile = ["flash_ace", "nequip"] if args.compile is None else args.compile
     else:
         systems = ["molecule21", "bulk_108", "bulk_256", "bulk_500", "bulk_1000", "bulk_2048", "bulk_4000", "bulk_8000"]

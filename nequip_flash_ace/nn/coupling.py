@@ -27,6 +27,7 @@ Everything is computed in float64 on the CPU and cached per
 """
 
 import functools
+import itertools
 from typing import Dict, List, Tuple
 
 import torch
@@ -35,6 +36,9 @@ from e3nn.o3._wigner import wigner_3j
 # relative norm below which a Gram–Schmidt residual counts as linearly dependent;
 # the Gram-matrix formulation loses half the digits, so 1e-6 is the safe floor
 _RANK_TOL = 1e-6
+# coefficients below this fraction of the largest |U| are rounding noise of entries
+# that vanish by symmetry (observed: ~1e-17 against O(0.1-1) entries)
+_ZERO_TOL = 1e-10
 
 
 def atomic_basis_dim(l_max: int) -> int:
@@ -170,6 +174,79 @@ def symmetric_coupling_basis(l_max: int, order: int, L: int, p: int) -> torch.Te
     return basis.permute(tuple(range(1, order + 2)) + (0,)).contiguous()
 
 
+@functools.lru_cache(maxsize=None)
+def sorted_tuple_couplings(
+    l_max: int, order: int, L: int, p: int
+) -> Tuple[List[Tuple[int, ...]], torch.Tensor]:
+    """The couplings of :func:`symmetric_coupling_basis` restricted to sorted index tuples.
+
+    Because ``U`` is symmetric under permutations of its factors and the product
+    ``A_{a1} ... A_{ak}`` is too, the full sum over ``a ∈ D^k`` collapses onto sorted
+    tuples ``t = (a1 <= ... <= ak)``:
+
+        Σ_a U_{a, M, η} A_{a1} ... A_{ak} = Σ_t C_{t, M, η} A_{t1} ... A_{tk},
+        C_{t, M, η} = Σ_{distinct permutations π of t} U_{π(t), M, η}
+
+    (for an exactly symmetric ``U`` this is the multiplicity of ``t`` times
+    ``U_t``). Tuples whose coefficients vanish for every ``(M, η)`` are dropped: they
+    are zero by angular-momentum or parity selection and only differ from zero by
+    rounding in ``U``.
+
+    Returns:
+        ``(tuples, C)``: the kept sorted tuples (lexicographic order) and a float64
+        tensor ``(len(tuples), 2L+1, n)``.
+    """
+    u = symmetric_coupling_basis(l_max, order, L, p)  # (D,)*order + (M, n)
+    D = atomic_basis_dim(l_max)
+    if u.shape[-1] == 0:
+        return [], u.new_zeros((0, 2 * L + 1, 0))
+    drop_below = _ZERO_TOL * u.abs().max()
+    tuples: List[Tuple[int, ...]] = []
+    rows: List[torch.Tensor] = []
+    for t in itertools.combinations_with_replacement(range(D), order):
+        row = sum(u[perm] for perm in set(itertools.permutations(t)))
+        if row.abs().max() > drop_below:
+            tuples.append(t)
+            rows.append(row)
+    return tuples, torch.stack(rows)  # cached: callers copy (e.g. `.to(dtype)`) before changing it
+
+
+def monomial_recursion(
+    needed: List[List[Tuple[int, ...]]],
+) -> Tuple[List[List[Tuple[int, ...]]], List[torch.Tensor], List[torch.Tensor]]:
+    """Index tables that build the monomials ``P_t = A_{t1} ... A_{tk}`` order by order.
+
+    Every monomial of order ``k >= 2`` is one earlier monomial times one factor,
+    ``P_{(t1..tk)} = P_{(t1..t(k-1))} A_{tk}``, so a monomial costs one multiply-add
+    per atom and channel whatever its order (the DAG of the fast ACE codes, here
+    with sorted tuples, whose prefixes are sorted tuples too).
+
+    Args:
+        needed: ``needed[k-1]`` are the sorted tuples of order ``k`` that some
+            coupling uses (any order; duplicates allowed)
+
+    Returns:
+        ``(monomials, prefix, last)``: ``monomials[k-1]`` are the sorted tuples
+        evaluated at order ``k`` (the needed ones plus the prefixes that higher orders
+        build on, lexicographic); for ``k >= 2``, ``prefix[k-2]`` indexes each one's
+        prefix in ``monomials[k-2]`` and ``last[k-2]`` is its last factor ``tk``
+        (long tensors of length ``len(monomials[k-1])``).
+    """
+    max_order = len(needed)
+    monomials: List[List[Tuple[int, ...]]] = [[] for _ in range(max_order)]
+    wanted = set(needed[-1]) if max_order else set()
+    for k in range(max_order, 0, -1):
+        wanted |= set(needed[k - 1])
+        monomials[k - 1] = sorted(wanted)
+        wanted = {t[:-1] for t in wanted}
+    prefix, last = [], []
+    for k in range(2, max_order + 1):
+        position = {t: i for i, t in enumerate(monomials[k - 2])}
+        prefix.append(torch.tensor([position[t[:-1]] for t in monomials[k - 1]], dtype=torch.long))
+        last.append(torch.tensor([t[-1] for t in monomials[k - 1]], dtype=torch.long))
+    return monomials, prefix, last
+
+
 def count_symmetric_couplings(l_max: int, order: int, L: int, p: int) -> int:
     """Number of independent couplings ``Sym^order(V) → (L, p)``."""
     return symmetric_coupling_basis(l_max, order, L, p).shape[-1]
@@ -179,5 +256,7 @@ __all__ = [
     "atomic_basis_dim",
     "symmetric_coupling_basis",
     "count_symmetric_couplings",
+    "sorted_tuple_couplings",
+    "monomial_recursion",
 ]
 

@@ -1,17 +1,25 @@
 """ACE product basis: species-weighted symmetric tensor powers of the atomic basis."""
 
 import math
-from typing import List
+from typing import List, Optional
 
 import torch
 from e3nn.o3._irreps import Irreps
 
-from .coupling import atomic_basis_dim, symmetric_coupling_basis
+from .coupling import (
+    atomic_basis_dim,
+    monomial_recursion,
+    sorted_tuple_couplings,
+    symmetric_coupling_basis,
+)
 
 
 def atomic_basis_irreps(num_features: int, l_max: int) -> Irreps:
     """Irreps ``num_features x (l, (-1)^l)`` for ``l = 0..l_max`` of the atomic basis A."""
     return Irreps([(num_features, (l, (-1) ** l)) for l in range(l_max + 1)])
+
+
+SPECIES_CONTRACTIONS = ("couplings", "atoms")
 
 
 class ProductBasis(torch.nn.Module):
@@ -27,8 +35,25 @@ class ProductBasis(torch.nn.Module):
     where ``a`` runs over the ``D = (l_max+1)^2`` components ``(l, m)`` of one channel
     of the atomic basis and ``U^{(k)}`` are the symmetric generalized Clebsch–Gordan
     coefficients of :func:`~nequip_flash_ace.nn.coupling.symmetric_coupling_basis`.
-    The sum is evaluated Horner-style from the highest order down, so the largest
-    intermediate is ``(num_atoms, channels, D^(ν-1), 2L+1)``.
+
+    Evaluation (same function, cost set by the non-zero couplings):
+
+    1. **monomials over sorted tuples**: ``U`` is symmetric in its factors, so
+       ``Σ_a U_a A_{a1}..A_{ak} = Σ_t C_t P_t`` over sorted tuples ``t`` with
+       ``P_t = A_{t1}..A_{tk}`` and ``C_t`` the couplings summed over the distinct
+       permutations of ``t`` (:func:`~nequip_flash_ace.nn.coupling.sorted_tuple_couplings`;
+       tuples whose couplings all vanish are not formed). Each ``P_t`` is its prefix
+       monomial times one factor (:func:`~nequip_flash_ace.nn.coupling.monomial_recursion`).
+       All orders are stacked into one vector ``P_{ict}`` of ``T`` monomials.
+    2. **species step**, one of (chosen by operation count, see ``species_contraction``):
+
+       - ``"couplings"``: the weights are contracted into the couplings once per
+         forward pass, ``K_{c t z M} = Σ_η C_{t M η} W_{z η c}``, and every atom takes
+         ``B_{icM} = Σ_t P_{ict} K_{c t z_i M}``: ``T·Z·ΣM`` multiply-adds per atom and
+         channel (``Z`` species), the cheapest for few species;
+       - ``"atoms"``: couplings first, ``Q_{icMη} = Σ_t P_{ict} C_{tMη}``, then the
+         atom's own weights, ``B_{icM} = Σ_η W_{z_i η c} Q_{icMη}``:
+         ``(T + 1)·Σ_L M_L n_L`` per atom and channel, whatever the number of species.
 
     There is no constant term: ``A = 0`` (an isolated atom) gives ``B = 0``.
 
@@ -39,11 +64,18 @@ class ProductBasis(torch.nn.Module):
             Irreps that no coupling of order ``<= correlation_order`` reaches are an error.
         correlation_order: ν, 1 to 4
         num_types: number of species (the weights ``W`` are per species)
+        species_contraction: ``"couplings"``, ``"atoms"`` or ``None`` (the one with
+            fewer multiply-adds per atom and channel)
+
+    Parameters: ``weights["{i_out}_{k}"]`` of shape ``(num_types, n, num_features)``
+    for every output irrep ``i_out`` and order ``k`` with ``n > 0`` couplings.
 
     Shapes:
         ``A``: ``(num_atoms, irreps_in.dim)`` in e3nn ``mul_ir`` layout;
         ``atom_types``: ``(num_atoms,)``; output ``(num_atoms, irreps_out.dim)``.
     """
+
+    species_contraction: str
 
     def __init__(
         self,
@@ -52,39 +84,47 @@ class ProductBasis(torch.nn.Module):
         irreps_out,
         correlation_order: int,
         num_types: int,
+        species_contraction: Optional[str] = None,
     ) -> None:
         super().__init__()
         if not 1 <= correlation_order <= 4:
             raise ValueError(
                 f"`correlation_order` must be 1, 2, 3 or 4, got {correlation_order}"
             )
+        if species_contraction is not None and species_contraction not in SPECIES_CONTRACTIONS:
+            raise ValueError(
+                f"`species_contraction` must be one of {SPECIES_CONTRACTIONS} or None, got {species_contraction!r}"
+            )
         self.num_features = num_features
         self.l_max = l_max
         self.correlation_order = correlation_order
+        self.num_types = num_types
         self.irreps_in = atomic_basis_irreps(num_features, l_max)
         self.irreps_out = Irreps(irreps_out)
         self.dim_a = atomic_basis_dim(l_max)
 
-        # one coupling buffer and one weight tensor per (output irrep, order) that has
-        # couplings at all; orders without couplings get neither, so that every
-        # parameter receives a gradient (DDP without find_unused_parameters)
+        # one weight tensor per (output irrep, order) that has couplings at all; orders
+        # without couplings get none, so that every parameter receives a gradient (DDP
+        # without find_unused_parameters). Created in the same order and with the same
+        # initialisation as before the sparse evaluation, so a seed gives the same model.
         self.out_dims: List[int] = []
         self.num_couplings: List[List[int]] = []
         self.weights = torch.nn.ParameterDict()
-        dtype = torch.get_default_dtype()
+        tables = []  # per output irrep, per order: (sorted tuples, C (T_k, M, n_k))
         for i_out, (mul, ir) in enumerate(self.irreps_out):
             if mul != num_features:
                 raise ValueError(
                     f"ProductBasis output irreps must all have multiplicity {num_features}, got {self.irreps_out}"
                 )
             counts = []
+            per_order = []
             for k in range(1, correlation_order + 1):
-                u = symmetric_coupling_basis(l_max, k, ir.l, ir.p)
-                n = u.shape[-1]
+                tuples, coeffs = sorted_tuple_couplings(l_max, k, ir.l, ir.p)
+                n = coeffs.shape[-1]
                 counts.append(n)
+                per_order.append((tuples, coeffs))
                 if n == 0:
                     continue
-                self.register_buffer(f"coupling_{i_out}_{k}", u.to(dtype))
                 # variance-preserving init across the n couplings of this order
                 self.weights[f"{i_out}_{k}"] = torch.nn.Parameter(
                     torch.randn(num_types, n, num_features) / math.sqrt(n)
@@ -96,53 +136,170 @@ class ProductBasis(torch.nn.Module):
                 )
             self.num_couplings.append(counts)
             self.out_dims.append(ir.dim)
+            tables.append(per_order)
 
-    def _coupling(self, i_out: int, k: int) -> torch.Tensor:
-        return getattr(self, f"coupling_{i_out}_{k}")
+        # === monomial tables: every sorted tuple some coupling uses, plus prefixes ===
+        needed = [
+            [t for per_order in tables for t in per_order[k - 1][0]]
+            for k in range(1, correlation_order + 1)
+        ]
+        monomials, prefix, last = monomial_recursion(needed)
+        self.num_monomials_per_order: List[int] = [len(m) for m in monomials]
+        self.num_monomials = sum(self.num_monomials_per_order)
+        # the buffers are derived from the hyperparameters, so they stay out of the
+        # state dict (checkpoints hold only the weights, as before)
+        self.register_buffer(
+            "first_order_index",
+            torch.tensor([t[0] for t in monomials[0]], dtype=torch.long),
+            persistent=False,
+        )
+        for k in range(2, correlation_order + 1):
+            self.register_buffer(f"prefix_index_{k}", prefix[k - 2], persistent=False)
+            self.register_buffer(f"last_factor_index_{k}", last[k - 2], persistent=False)
 
-    def forward(self, atomic_basis: torch.Tensor, atom_types: torch.Tensor) -> torch.Tensor:
+        # === coupling matrices on the stacked monomials, per output irrep ===
+        row_offset = [sum(self.num_monomials_per_order[: k - 1]) for k in range(1, correlation_order + 1)]
+        position = [{t: i for i, t in enumerate(m)} for m in monomials]
+        dtype = torch.get_default_dtype()
+        self.num_couplings_total: List[int] = []
+        for i_out, per_order in enumerate(tables):
+            n_total = sum(c.shape[-1] for _, c in per_order)
+            coupling = torch.zeros(self.num_monomials, self.out_dims[i_out], n_total, dtype=torch.float64)
+            col = 0
+            for k, (tuples, coeffs) in enumerate(per_order, start=1):
+                n = coeffs.shape[-1]
+                for t, row in zip(tuples, coeffs):
+                    coupling[row_offset[k - 1] + position[k - 1][t], :, col : col + n] = row
+                col += n
+            self.register_buffer(f"coupling_{i_out}", coupling.to(dtype), persistent=False)
+            self.num_couplings_total.append(n_total)
+
+        sum_m = sum(self.out_dims)
+        sum_mn = sum(m * n for m, n in zip(self.out_dims, self.num_couplings_total))
+        self.macs_per_atom_channel = {
+            "couplings": self.num_monomials * num_types * sum_m,
+            "atoms": (self.num_monomials + 1) * sum_mn,
+        }
+        if species_contraction is None:
+            species_contraction = min(SPECIES_CONTRACTIONS, key=self.macs_per_atom_channel.get)
+        self.species_contraction = species_contraction
+
+    def _weights(self, i_out: int) -> torch.Tensor:
+        """``W`` of output irrep ``i_out``, all orders stacked: ``(num_types, n_total, c)``."""
+        return torch.cat(
+            [
+                self.weights[f"{i_out}_{k}"]
+                for k in range(1, self.correlation_order + 1)
+                if self.num_couplings[i_out][k - 1] > 0
+            ],
+            dim=1,
+        )
+
+    def monomials(self, atomic_basis: torch.Tensor) -> torch.Tensor:
+        """``P_{c i t} = A_{i c t1} ... A_{i c tk}`` for all formed sorted tuples ``t``.
+
+        Args:
+            atomic_basis: ``(num_atoms, irreps_in.dim)`` in ``mul_ir`` layout
+
+        Returns:
+            ``(num_features, num_atoms, num_monomials)``, orders ``1..ν`` stacked
+        """
         num_atoms = atomic_basis.shape[0]
         c = self.num_features
-        # mul_ir layout -> (atoms, channels, D) with D running over (l, m)
+        # mul_ir layout -> (channels, atoms, D) with D running over (l, m); channels
+        # lead so that the per-channel contractions below are one batched matmul
         blocks = []
         start = 0
         for l in range(self.l_max + 1):  # noqa: E741
             width = c * (2 * l + 1)
-            blocks.append(
-                atomic_basis.narrow(1, start, width).reshape(num_atoms, c, 2 * l + 1)
-            )
+            blocks.append(atomic_basis.narrow(1, start, width).reshape(num_atoms, c, 2 * l + 1))
             start += width
-        a = torch.cat(blocks, dim=-1)  # (atoms, c, D)
+        a = torch.cat(blocks, dim=-1).transpose(0, 1)  # (c, atoms, D)
 
+        p = torch.index_select(a, 2, self.first_order_index)
+        orders = [p]
+        for k in range(2, self.correlation_order + 1):
+            # P_(t1..tk) = P_(t1..t(k-1)) * A_tk
+            p = torch.index_select(p, 2, getattr(self, f"prefix_index_{k}")) * torch.index_select(
+                a, 2, getattr(self, f"last_factor_index_{k}")
+            )
+            orders.append(p)
+        return torch.cat(orders, dim=2)
+
+    def forward(self, atomic_basis: torch.Tensor, atom_types: torch.Tensor) -> torch.Tensor:
+        p = self.monomials(atomic_basis)  # (c, atoms, T)
+        c, num_atoms = p.shape[0], p.shape[1]
         outs = []
-        for i_out, out_dim in enumerate(self.out_dims):
-            # Horner: acc holds Σ_{k'>k} (U W)^(k') contracted with A (k'-k) times
-            acc = None
-            for k in range(self.correlation_order, 0, -1):
-                n = self.num_couplings[i_out][k - 1]
-                if n > 0:
-                    w = self.weights[f"{i_out}_{k}"]
-                    u = self._coupling(i_out, k)  # (D,)*k + (M, n)
-                    u = u.reshape(-1, n)  # (D^k * M, n)
-                    w_atoms = torch.index_select(w, 0, atom_types)  # (atoms, n, c)
-                    term = torch.matmul(u, w_atoms)  # (atoms, D^k*M, c)
-                    # (atoms, c, D^(k-1), D, M): the last factor a_k next to M
-                    term = term.transpose(1, 2).reshape(
-                        num_atoms, c, -1, self.dim_a, out_dim
-                    )
-                    acc = term if acc is None else acc + term
-                if acc is not None:
-                    # contract the last factor with A:  Σ_a X[..., a, M] A[a]
-                    x = acc.reshape(num_atoms, c, -1, self.dim_a, out_dim)
-                    acc = torch.einsum("bcxam,bca->bcxm", x, a)
-                    if k > 1:
-                        acc = acc.reshape(num_atoms, c, -1, self.dim_a, out_dim)
-            assert acc is not None
-            outs.append(acc.reshape(num_atoms, c * out_dim))
+        if self.species_contraction == "couplings":
+            # K_{c t z M} = Σ_η C_{t M η} W_{z η c}: once per call, never per atom
+            species_couplings = []
+            for i_out, m in enumerate(self.out_dims):
+                coupling = getattr(self, f"coupling_{i_out}")  # (T, M, n)
+                w = self._weights(i_out)  # (Z, n, c)
+                n = w.shape[1]
+                k = torch.matmul(
+                    coupling.reshape(-1, n), w.transpose(0, 1).reshape(n, -1)
+                )  # (T*M, Z*c)
+                species_couplings.append(k.reshape(self.num_monomials, m, self.num_types, c))
+            k = torch.cat(species_couplings, dim=1)  # (T, ΣM, Z, c)
+            sum_m = k.shape[1]
+            k = k.permute(3, 0, 2, 1).reshape(c, self.num_monomials, self.num_types * sum_m)
+            b = torch.bmm(p, k)  # (c, atoms, Z*ΣM)
+            if self.num_types > 1:
+                # keep the atom's own species: a static-shape gather, no masks
+                b = torch.gather(
+                    b.view(c, num_atoms, self.num_types, sum_m),
+                    2,
+                    atom_types.view(1, num_atoms, 1, 1).expand(c, num_atoms, 1, sum_m),
+                )
+            b = b.reshape(c, num_atoms, sum_m)
+            start = 0
+            for m in self.out_dims:
+                outs.append(b.narrow(2, start, m).transpose(0, 1).reshape(num_atoms, c * m))
+                start += m
+        else:
+            for i_out, m in enumerate(self.out_dims):
+                coupling = getattr(self, f"coupling_{i_out}")  # (T, M, n)
+                n = coupling.shape[-1]
+                # Q_{c i M η} = Σ_t P_{c i t} C_{t M η}
+                q = torch.matmul(p, coupling.reshape(self.num_monomials, m * n))
+                q = q.view(c, num_atoms, m, n)
+                # W_{z_i η c} per atom: only n numbers per atom and channel
+                w = torch.index_select(self._weights(i_out), 0, atom_types)  # (atoms, n, c)
+                b = (q * w.permute(2, 0, 1).unsqueeze(2)).sum(-1)  # (c, atoms, M)
+                outs.append(b.transpose(0, 1).reshape(num_atoms, c * m))
         return torch.cat(outs, dim=-1)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # checkpoints written with the dense evaluation also hold the dense coupling
+        # tensors `coupling_{i_out}_{k}`; they are fixed by the hyperparameters, so
+        # check that they are the ones this code derives and drop them
+        for i_out, (_, ir) in enumerate(self.irreps_out):
+            for k in range(1, self.correlation_order + 1):
+                key = f"{prefix}coupling_{i_out}_{k}"
+                if key not in state_dict:
+                    continue
+                saved = state_dict.pop(key)
+                expected = symmetric_coupling_basis(self.l_max, k, ir.l, ir.p)
+                tol = 1e-5 if saved.dtype == torch.float32 else 1e-10
+                if saved.shape != expected.shape or not torch.allclose(
+                    saved.to(torch.float64), expected, atol=tol, rtol=0.0
+                ):
+                    error_msgs.append(
+                        f"{key}: the saved coupling coefficients differ from the ones this "
+                        f"version derives for l_max={self.l_max}, order {k}, irrep {ir}; "
+                        "the checkpoint cannot be loaded with this code"
+                    )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return (
             f"{self.irreps_in} -> {self.irreps_out}, correlation_order={self.correlation_order}, "
-            f"couplings per (irrep, order)={self.num_couplings}"
+            f"couplings per (irrep, order)={self.num_couplings}, "
+            f"monomials per order={self.num_monomials_per_order}, "
+            f"species_contraction={self.species_contraction!r}"
         )

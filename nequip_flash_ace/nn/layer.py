@@ -11,8 +11,8 @@ from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin
 from nequip.nn.mlp import ScalarMLPFunction
 from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
-from nequip.nn._tp_scatter_base import TensorProductScatter
 
+from .atomic_basis import AtomicBasis
 from .attention import NeighbourAttention
 from .product_basis import ProductBasis, atomic_basis_irreps
 from .radial import SpeciesPairRadialWeights
@@ -124,25 +124,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         )
 
         # === 2. atomic basis: Y(r_ij) ⊗ h_j, one weight per (path, channel) ===
-        irreps_mid = []
-        instructions = []
-        for i, (mul, ir_in) in enumerate(feature_irreps_in):
-            for j, (_, ir_edge) in enumerate(edge_sh_irreps):
-                for ir_out in ir_in * ir_edge:
-                    if ir_out in irreps_a:
-                        instructions.append((i, j, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir_out))
-        irreps_mid = Irreps(irreps_mid)
-        irreps_mid, perm, _ = irreps_mid.sort()
-        instructions = [(i1, i2, perm[o], m, t) for i1, i2, o, m, t in instructions]
-        self.num_paths = len(instructions)
-        self.tp_scatter = TensorProductScatter(
-            feature_irreps_in, edge_sh_irreps, irreps_mid, instructions
-        )
+        self.atomic_basis = AtomicBasis(feature_irreps_in, edge_sh_irreps, irreps_a)
+        self.num_paths = self.atomic_basis.num_paths
         self.radial = SpeciesPairRadialWeights(
             num_radial=num_radial,
             num_types=num_types,
-            num_weights=self.tp_scatter.tp.weight_numel,
+            num_weights=self.atomic_basis.num_weights,
             mlp_depth=radial_mlp_depth,
             mlp_width=radial_mlp_width,
         )
@@ -150,7 +137,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             "inverse_avg_num_neighbors",
             _inverse_neighbour_counts(avg_num_neighbors, type_names).reshape(-1, 1),
         )
-        self.linear_atomic_basis = Linear(irreps_mid.simplify(), irreps_a)
+        self.linear_atomic_basis = Linear(self.atomic_basis.irreps_out.simplify(), irreps_a)
 
         self.attention = None
         if num_heads > 0:
@@ -199,6 +186,18 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             forward_weight_init=True,
         )
         self.num_scalars_out = num_scalars_out
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # checkpoints written before `AtomicBasis` replaced the host's
+        # TensorProductScatter hold its empty weight and its constant buffers (output
+        # mask, Wigner 3j); the function is the same, so they are dropped
+        for key in [k for k in state_dict if k.startswith(prefix + "tp_scatter.")]:
+            del state_dict[key]
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @torch.jit.unused
     def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
@@ -252,12 +251,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             edge_weight = (
                 edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)
             ).reshape(edge_weight.shape)
-        a = self.tp_scatter(
-            x=x,
-            edge_attr=data[AtomicDataDict.EDGE_ATTRS_KEY],
-            edge_weight=edge_weight,
-            edge_dst=edge_center,
-            edge_src=edge_neighbour,
+        a = self.atomic_basis(
+            x,
+            data[AtomicDataDict.EDGE_ATTRS_KEY],
+            edge_weight,
+            edge_center,
+            edge_neighbour,
         )[:num_local]
         if self.inverse_avg_num_neighbors.numel() == 1:
             a = a * self.inverse_avg_num_neighbors

@@ -196,42 +196,43 @@ class ProductBasis(torch.nn.Module):
         )
 
     def monomials(self, atomic_basis: torch.Tensor) -> torch.Tensor:
-        """``P_{c i t} = A_{i c t1} ... A_{i c tk}`` for all formed sorted tuples ``t``.
+        """``P_{c t i} = A_{i c t1} ... A_{i c tk}`` for all formed sorted tuples ``t``.
 
         Args:
             atomic_basis: ``(num_atoms, irreps_in.dim)`` in ``mul_ir`` layout
 
         Returns:
-            ``(num_features, num_atoms, num_monomials)``, orders ``1..ν`` stacked
+            ``(num_features, num_monomials, num_atoms)``, orders ``1..ν`` stacked
         """
         num_atoms = atomic_basis.shape[0]
         c = self.num_features
-        # mul_ir layout -> (channels, atoms, D) with D running over (l, m); channels
-        # lead so that the per-channel contractions below are one batched matmul
+        # mul_ir layout -> (channels, D, atoms) with D running over (l, m): building a
+        # monomial copies contiguous rows over atoms, and the channel-wise contraction
+        # below is one batched matmul on contiguous matrices (forward and backward)
         blocks = []
         start = 0
         for l in range(self.l_max + 1):  # noqa: E741
             width = c * (2 * l + 1)
             blocks.append(atomic_basis.narrow(1, start, width).reshape(num_atoms, c, 2 * l + 1))
             start += width
-        a = torch.cat(blocks, dim=-1).transpose(0, 1)  # (c, atoms, D)
+        a = torch.cat(blocks, dim=-1).permute(1, 2, 0).contiguous()  # (c, D, atoms)
 
-        p = torch.index_select(a, 2, self.first_order_index)
+        p = torch.index_select(a, 1, self.first_order_index)
         orders = [p]
         for k in range(2, self.correlation_order + 1):
             # P_(t1..tk) = P_(t1..t(k-1)) * A_tk
-            p = torch.index_select(p, 2, getattr(self, f"prefix_index_{k}")) * torch.index_select(
-                a, 2, getattr(self, f"last_factor_index_{k}")
+            p = torch.index_select(p, 1, getattr(self, f"prefix_index_{k}")) * torch.index_select(
+                a, 1, getattr(self, f"last_factor_index_{k}")
             )
             orders.append(p)
-        return torch.cat(orders, dim=2)
+        return torch.cat(orders, dim=1)
 
     def forward(self, atomic_basis: torch.Tensor, atom_types: torch.Tensor) -> torch.Tensor:
-        p = self.monomials(atomic_basis)  # (c, atoms, T)
-        c, num_atoms = p.shape[0], p.shape[1]
+        p = self.monomials(atomic_basis)  # (c, T, atoms)
+        c, num_atoms = p.shape[0], p.shape[2]
         outs = []
         if self.species_contraction == "couplings":
-            # K_{c t z M} = Σ_η C_{t M η} W_{z η c}: once per call, never per atom
+            # K_{c z M t} = Σ_η C_{t M η} W_{z η c}: once per call, never per atom
             species_couplings = []
             for i_out, m in enumerate(self.out_dims):
                 coupling = getattr(self, f"coupling_{i_out}")  # (T, M, n)
@@ -243,31 +244,32 @@ class ProductBasis(torch.nn.Module):
                 species_couplings.append(k.reshape(self.num_monomials, m, self.num_types, c))
             k = torch.cat(species_couplings, dim=1)  # (T, ΣM, Z, c)
             sum_m = k.shape[1]
-            k = k.permute(3, 0, 2, 1).reshape(c, self.num_monomials, self.num_types * sum_m)
-            b = torch.bmm(p, k)  # (c, atoms, Z*ΣM)
+            k = k.permute(3, 2, 1, 0).reshape(c, self.num_types * sum_m, self.num_monomials)
+            # B_{c zM i} = Σ_t K_{c zM t} P_{t c i}: one (Z·ΣM, T) x (T, atoms) product per channel
+            b = torch.bmm(k, p)  # (c, Z*ΣM, atoms)
             if self.num_types > 1:
                 # keep the atom's own species: a static-shape gather, no masks
                 b = torch.gather(
-                    b.view(c, num_atoms, self.num_types, sum_m),
-                    2,
-                    atom_types.view(1, num_atoms, 1, 1).expand(c, num_atoms, 1, sum_m),
+                    b.view(c, self.num_types, sum_m, num_atoms),
+                    1,
+                    atom_types.view(1, 1, 1, num_atoms).expand(c, 1, sum_m, num_atoms),
                 )
-            b = b.reshape(c, num_atoms, sum_m)
+            b = b.reshape(c, sum_m, num_atoms)
             start = 0
             for m in self.out_dims:
-                outs.append(b.narrow(2, start, m).transpose(0, 1).reshape(num_atoms, c * m))
+                outs.append(b.narrow(1, start, m).permute(2, 0, 1).reshape(num_atoms, c * m))
                 start += m
         else:
             for i_out, m in enumerate(self.out_dims):
                 coupling = getattr(self, f"coupling_{i_out}")  # (T, M, n)
                 n = coupling.shape[-1]
-                # Q_{c i M η} = Σ_t P_{c i t} C_{t M η}
-                q = torch.matmul(p, coupling.reshape(self.num_monomials, m * n))
-                q = q.view(c, num_atoms, m, n)
+                # Q_{c Mη i} = Σ_t C_{t M η} P_{c t i}: couplings shared by all channels
+                q = torch.matmul(coupling.reshape(self.num_monomials, m * n).t(), p)
+                q = q.view(c, m, n, num_atoms)
                 # W_{z_i η c} per atom: only n numbers per atom and channel
                 w = torch.index_select(self._weights(i_out), 0, atom_types)  # (atoms, n, c)
-                b = (q * w.permute(2, 0, 1).unsqueeze(2)).sum(-1)  # (c, atoms, M)
-                outs.append(b.transpose(0, 1).reshape(num_atoms, c * m))
+                b = (q * w.permute(2, 1, 0).unsqueeze(1)).sum(2)  # (c, M, atoms)
+                outs.append(b.permute(2, 0, 1).reshape(num_atoms, c * m))
         return torch.cat(outs, dim=-1)
 
     def _load_from_state_dict(
@@ -283,9 +285,10 @@ class ProductBasis(torch.nn.Module):
                     continue
                 saved = state_dict.pop(key)
                 expected = symmetric_coupling_basis(self.l_max, k, ir.l, ir.p)
-                tol = 1e-5 if saved.dtype == torch.float32 else 1e-10
+                # a different basis (order, sign, mixing) differs by O(0.1); 1e-5 allows
+                # for buffers that were float32 before the model was cast to float64
                 if saved.shape != expected.shape or not torch.allclose(
-                    saved.to(torch.float64), expected, atol=tol, rtol=0.0
+                    saved.to(torch.float64), expected, atol=1e-5, rtol=0.0
                 ):
                     error_msgs.append(
                         f"{key}: the saved coupling coefficients differ from the ones this "

@@ -1,0 +1,131 @@
+"""ACE atomic basis: the edge tensor products ``R(r_ij) [h_j ⊗ Y(r̂_ij)]`` summed onto centres."""
+
+import math
+from typing import List, Tuple
+
+import torch
+from e3nn.o3._irreps import Irreps
+from e3nn.o3._wigner import wigner_3j
+
+
+class AtomicBasis(torch.nn.Module):
+    r"""Channel-wise edge tensor product, summed over each centre's neighbours.
+
+    For every path ``p = (l1, l2 → L)`` allowed by ``irreps_out`` and every channel ``c``:
+
+    .. math::
+        A_{i c p M} = \sum_{j} R_{ij p c} \sqrt{2L+1}
+            \sum_{m_1 m_2} C^{l_1 l_2 L}_{m_1 m_2 M} h_{j c l_1 m_1} Y_{l_2 m_2}(\hat r_{ij})
+
+    with ``C`` e3nn's real Wigner 3j symbols and ``sqrt(2L+1)`` its component
+    normalisation: the same function as the host's ``TensorProductScatter`` with
+    ``uvu`` instructions (one weight per edge, path and channel).
+
+    Evaluated per path in two small steps, with channels innermost so that every
+    per-edge operation is a batch of small dense matrix products:
+
+    1. ``G_{e M m1} = sqrt(2L+1) Σ_{m2} C_{m1 m2 M} Y_{e m2}``: shared by all
+       channels, ``(E, 2L+1, 2l1+1)``;
+    2. ``msg_{e M c} = Σ_{m1} G_{e M m1} (R_{e p c} h_{j(e) m1 c})``: ``(2l1+1)(2L+1)``
+       multiply-adds per edge and channel; then one scatter-sum over all paths and
+       the transpose to e3nn's ``mul_ir`` layout on the atoms (not the edges).
+
+    Args:
+        feature_irreps_in: irreps of ``h`` (all multiplicities equal, ``c``)
+        edge_sh_irreps: irreps of ``Y`` (``1 x l`` for ``l = 0..l_max``)
+        irreps_allowed: the ``(l, p)`` that the output may contain
+
+    Attributes:
+        paths: ``(i_in, i_edge, L, p)`` in weight order (the order the loops create them)
+        irreps_out: the paths' irreps, sorted by irrep (stable): the layout of the output
+        num_weights: ``len(paths) * c``; the edge weights are laid out as ``(path, channel)``
+
+    Shapes:
+        ``x``: ``(num_nodes, feature_irreps_in.dim)``; ``edge_attr``: ``(E, edge_sh_irreps.dim)``;
+        ``edge_weight``: ``(E, num_weights)``; output ``(num_nodes, irreps_out.dim)``.
+    """
+
+    def __init__(self, feature_irreps_in, edge_sh_irreps, irreps_allowed) -> None:
+        super().__init__()
+        feature_irreps_in = Irreps(feature_irreps_in)
+        edge_sh_irreps = Irreps(edge_sh_irreps)
+        allowed = {ir for _, ir in Irreps(irreps_allowed)}
+        muls = {mul for mul, _ in feature_irreps_in}
+        if len(muls) != 1:
+            raise ValueError(f"AtomicBasis needs equal multiplicities in {feature_irreps_in}")
+        self.num_features = muls.pop()
+        self.in_slices: List[Tuple[int, int, int]] = []  # (start, dim of one channel's irrep, l)
+        start = 0
+        for mul, ir in feature_irreps_in:
+            self.in_slices.append((start, ir.dim, ir.l))
+            start += mul * ir.dim
+        self.edge_slices: List[Tuple[int, int]] = []
+        start = 0
+        for mul, ir in edge_sh_irreps:
+            if mul != 1:
+                raise ValueError(f"edge spherical harmonics must have multiplicity 1, got {edge_sh_irreps}")
+            self.edge_slices.append((start, ir.dim))
+            start += ir.dim
+
+        paths = []
+        for i_in, (_, ir_in) in enumerate(feature_irreps_in):
+            for i_edge, (_, ir_edge) in enumerate(edge_sh_irreps):
+                for ir_out in ir_in * ir_edge:
+                    if ir_out in allowed:
+                        paths.append((i_in, i_edge, ir_out))
+        self.num_paths = len(paths)
+        self.num_weights = self.num_paths * self.num_features
+        # output layout: paths sorted by irrep, ties in creation order (as Irreps.sort)
+        order = sorted(range(len(paths)), key=lambda i: (paths[i][2], i))
+        self.irreps_out = Irreps([(self.num_features, paths[i][2]) for i in order])
+        self.paths: List[Tuple[int, int, int, int]] = [(i, e, ir.l, ir.p) for i, e, ir in paths]
+        self.output_order: List[int] = order
+        self.in_dims: List[int] = [mul * ir.dim for mul, ir in feature_irreps_in]
+        self.edge_dims: List[int] = [ir.dim for _, ir in edge_sh_irreps]
+        dtype = torch.get_default_dtype()
+        for p_i, (i_in, i_edge, ir_out) in enumerate(paths):
+            l1 = feature_irreps_in[i_in].ir.l
+            l2 = edge_sh_irreps[i_edge].ir.l
+            # C_{m1 m2 M} sqrt(2L+1), stored as (2l2+1, (2L+1)(2l1+1)) for step 1
+            c = wigner_3j(l1, l2, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)
+            self.register_buffer(
+                f"coupling_{p_i}",
+                c.permute(1, 2, 0).reshape(2 * l2 + 1, -1).to(dtype),
+                persistent=False,
+            )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_attr: torch.Tensor,
+        edge_weight: torch.Tensor,
+        edge_center: torch.Tensor,
+        edge_neighbour: torch.Tensor,
+    ) -> torch.Tensor:
+        num_edges = edge_attr.shape[0]
+        num_nodes = x.shape[0]
+        c = self.num_features
+        # node features per input irrep as (nodes, 2l1+1, c), then per edge
+        h = []
+        for x_l, (_, d1, _) in zip(x.split(self.in_dims, dim=1), self.in_slices):
+            x_l = x_l.reshape(num_nodes, c, d1).transpose(1, 2).contiguous()
+            h.append(torch.index_select(x_l, 0, edge_neighbour))  # (E, 2l1+1, c)
+        y = edge_attr.split(self.edge_dims, dim=1)
+        # split/unbind rather than narrow: their backward is one cat, not a zero-filled
+        # full-size gradient per slice
+        w = edge_weight.view(num_edges, self.num_paths, c).unbind(1)
+        atom_blocks: List[torch.Tensor] = []
+        for p_i, (i_in, i_edge, L, _) in enumerate(self.paths):
+            d1 = self.in_slices[i_in][1]
+            g = torch.matmul(y[i_edge], getattr(self, f"coupling_{p_i}")).view(num_edges, 2 * L + 1, d1)
+            message = torch.bmm(g, h[i_in] * w[p_i].unsqueeze(1))  # (E, 2L+1, c)
+            # sum onto the centres; index_add's derivative is a row gather (index_select)
+            summed = torch.zeros(
+                (num_nodes, 2 * L + 1, c), dtype=message.dtype, device=message.device
+            ).index_add(0, edge_center, message)
+            # mul_ir layout on the atoms: (c, 2L+1) per atom
+            atom_blocks.append(summed.transpose(1, 2).reshape(num_nodes, c * (2 * L + 1)))
+        return torch.cat([atom_blocks[i] for i in self.output_order], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_paths} paths -> {self.irreps_out}"

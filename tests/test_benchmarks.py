@@ -105,3 +105,28 @@ def test_peer_training_run_at_budget(tmp_path, monkeypatch):
     accuracy_budget.write_report([result], "peers", "smoke", 0.35, [0])
     assert "allegro_small" in (tmp_path / "smoke.md").read_text()
     assert (tmp_path / "smoke.png").is_file()
+
+
+def test_product_basis_bench_runs_sparse_and_dense():
+    import product_basis_bench
+
+    row = product_basis_bench.bench_setting(1, 2, num_atoms=20, repeats=1, dense_limit_gb=1.0)
+    for key in ("sparse_forward_ms", "dense_forward_ms", "sparse_fwd+bwd_ms", "dense_fwd+bwd_ms"):
+        assert row[key] > 0, key
+    skipped = product_basis_bench.bench_setting(1, 2, num_atoms=20, repeats=1, dense_limit_gb=0.0)
+    assert "dense_forward_ms" not in skipped and "dense_skipped" in skipped
+
+
+def test_profile_charges_backward_to_the_modules():
+    import profile_layer
+
+    model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8), ["Cu", "Au"], 5.0)
+    profile_layer.instrument(model)
+    data = _harness.atoms_to_data(_harness.bulk_cuau(32), 5.0)
+    per_module = profile_layer.profile(model, data, "train", repeats=1)
+    for part in ("layer0.product_basis", "layer1.atomic_basis", "layer1.attention"):
+        assert per_module.get(f"{part}|forward", 0) > 0, part
+        assert per_module.get(f"{part}|backward", 0) > 0, part
+    # the autograd work is charged to modules, not left unattributed
+    backward = {k: v for k, v in per_module.items() if k.endswith("|backward")}
+    assert backward.get("other|backward", 0) < 0.2 * sum(backward.values())

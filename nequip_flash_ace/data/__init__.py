@@ -2,5 +2,13 @@
 
 from .rotation import RandomRotation, haar_random_rotation, rotate
 from .datamodule import TrainAugmentedDataModule
+from .statistics import FlashACEDataStatisticsManager, PerTypeEnergyLeastSquares
 
-__all__ = ["RandomRotation", "haar_random_rotation", "rotate", "TrainAugmentedDataModule"]
+__all__ = [
+    "RandomRotation",
+    "haar_random_rotation",
+    "rotate",
+    "TrainAugmentedDataModule",
+    "FlashACEDataStatisticsManager",
+    "PerTypeEnergyLeastSquares",
+]

@@ -54,18 +54,8 @@ class AtomicBasis(torch.nn.Module):
         if len(muls) != 1:
             raise ValueError(f"AtomicBasis needs equal multiplicities in {feature_irreps_in}")
         self.num_features = muls.pop()
-        self.in_slices: List[Tuple[int, int, int]] = []  # (start, dim of one channel's irrep, l)
-        start = 0
-        for mul, ir in feature_irreps_in:
-            self.in_slices.append((start, ir.dim, ir.l))
-            start += mul * ir.dim
-        self.edge_slices: List[Tuple[int, int]] = []
-        start = 0
-        for mul, ir in edge_sh_irreps:
-            if mul != 1:
-                raise ValueError(f"edge spherical harmonics must have multiplicity 1, got {edge_sh_irreps}")
-            self.edge_slices.append((start, ir.dim))
-            start += ir.dim
+        if any(mul != 1 for mul, _ in edge_sh_irreps):
+            raise ValueError(f"edge spherical harmonics must have multiplicity 1, got {edge_sh_irreps}")
 
         paths = []
         for i_in, (_, ir_in) in enumerate(feature_irreps_in):
@@ -80,7 +70,9 @@ class AtomicBasis(torch.nn.Module):
         self.irreps_out = Irreps([(self.num_features, paths[i][2]) for i in order])
         self.paths: List[Tuple[int, int, int, int]] = [(i, e, ir.l, ir.p) for i, e, ir in paths]
         self.output_order: List[int] = order
+        # widths of the input blocks (all channels) and of one channel's irrep
         self.in_dims: List[int] = [mul * ir.dim for mul, ir in feature_irreps_in]
+        self.in_irrep_dims: List[int] = [ir.dim for _, ir in feature_irreps_in]
         self.edge_dims: List[int] = [ir.dim for _, ir in edge_sh_irreps]
         dtype = torch.get_default_dtype()
         for p_i, (i_in, i_edge, ir_out) in enumerate(paths):
@@ -107,7 +99,7 @@ class AtomicBasis(torch.nn.Module):
         c = self.num_features
         # node features per input irrep as (nodes, 2l1+1, c), then per edge
         h = []
-        for x_l, (_, d1, _) in zip(x.split(self.in_dims, dim=1), self.in_slices):
+        for x_l, d1 in zip(x.split(self.in_dims, dim=1), self.in_irrep_dims):
             x_l = x_l.reshape(num_nodes, c, d1).transpose(1, 2).contiguous()
             h.append(torch.index_select(x_l, 0, edge_neighbour))  # (E, 2l1+1, c)
         y = edge_attr.split(self.edge_dims, dim=1)
@@ -116,7 +108,7 @@ class AtomicBasis(torch.nn.Module):
         w = edge_weight.view(num_edges, self.num_paths, c).unbind(1)
         atom_blocks: List[torch.Tensor] = []
         for p_i, (i_in, i_edge, L, _) in enumerate(self.paths):
-            d1 = self.in_slices[i_in][1]
+            d1 = self.in_irrep_dims[i_in]
             g = torch.matmul(y[i_edge], getattr(self, f"coupling_{p_i}")).view(num_edges, 2 * L + 1, d1)
             message = torch.bmm(g, h[i_in] * w[p_i].unsqueeze(1))  # (E, 2L+1, c)
             # sum onto the centres. index_put with accumulate keeps only the index for

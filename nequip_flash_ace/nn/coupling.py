@@ -234,7 +234,7 @@ def monomial_recursion(
     """
     max_order = len(needed)
     monomials: List[List[Tuple[int, ...]]] = [[] for _ in range(max_order)]
-    wanted = set(needed[-1]) if max_order else set()
+    wanted = set()
     for k in range(max_order, 0, -1):
         wanted |= set(needed[k - 1])
         monomials[k - 1] = sorted(wanted)

@@ -31,6 +31,15 @@ BACKBONE_NU3 = dict(
         "chemical_species": TYPE_NAMES,
     },
 )
+# temperature 1 at initialisation: the physics tests must see attention that depends
+# on the features (the default, 0, starts every head uniform: w_ij = f_c(r_ij))
 ATTENTION_NU2 = dict(
-    BASE, num_layers=2, l_max=2, feature_l_max=1, correlation_order=2, num_heads=2, attention_head_dim=4
+    BASE,
+    num_layers=2,
+    l_max=2,
+    feature_l_max=1,
+    correlation_order=2,
+    num_heads=2,
+    attention_head_dim=4,
+    attention_temperature_init=1.0,
 )

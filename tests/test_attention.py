@@ -61,7 +61,9 @@ def test_neighbour_attention_gradgradcheck():
     with torch.random.fork_rng():
         torch.set_default_dtype(torch.float64)
         try:
-            att = NeighbourAttention(num_scalar_features=4, num_radial=3, num_heads=2, head_dim=2, num_types=2)
+            att = NeighbourAttention(
+                num_scalar_features=4, num_radial=3, num_heads=2, head_dim=2, num_types=2, initial_temperature=0.7
+            )
         finally:
             torch.set_default_dtype(torch.float64)
     centers = torch.tensor([0, 0, 1, 2, 2, 2])
@@ -76,6 +78,44 @@ def test_neighbour_attention_gradgradcheck():
 
     assert torch.autograd.gradcheck(fn, (h, radial, env))
     assert torch.autograd.gradgradcheck(fn, (h, radial, env))
+
+
+def test_attention_starts_uniform_in_the_model():
+    """Default initialisation: w_ij = f_c(r_ij) for every head and edge, whatever the
+    (random) query/key projections and features — training starts from the backbone."""
+    config = dict(ATTENTION_NU2, attention_temperature_init=0.0, num_heads=4, num_features=8)
+    model = build_model(config, "float64")
+    rng = np.random.default_rng(3)
+    data = make_data(rng.uniform(0, 5, (9, 3)), rng.integers(0, 3, 9), config["r_max"], cell=np.eye(3) * 5.0)
+    seen = []
+
+    def record(module, args, kwargs, output):
+        seen.append((output, kwargs["edge_envelope"]))
+
+    layers = [m for m in model.modules() if isinstance(m, NeighbourAttention)]
+    assert len(layers) == config["num_layers"]
+    hooks = [m.register_forward_hook(record, with_kwargs=True) for m in layers]
+    model(dict(data))
+    for h in hooks:
+        h.remove()
+    assert len(seen) == config["num_layers"]
+    for w, envelope in seen:
+        assert w.shape == (envelope.shape[0], 4) and w.dtype == torch.float64
+        assert envelope.min() < 1.0  # some edges are inside the cutoff's decay
+        torch.testing.assert_close(w, envelope.reshape(-1, 1).expand(-1, 4), atol=1e-12, rtol=0)
+    # and the projections are not zero: the weights are uniform because τ = 0
+    for m in layers:
+        assert (m.score_temperature == 0).all()
+        assert any(p.abs().sum() > 0 for p in m.query.parameters())
+
+
+def test_checkpoint_without_temperature_loads_with_temperature_one():
+    """Models saved before the learned temperature computed q·k/√d: they load with τ = 1."""
+    att = NeighbourAttention(4, 3, 2, 2, 2)
+    state = {k: v for k, v in att.state_dict().items() if k != "score_temperature"}
+    fresh = NeighbourAttention(4, 3, 2, 2, 2)
+    fresh.load_state_dict(state, strict=True)
+    assert (fresh.score_temperature == 1).all()
 
 
 def test_uniform_scores_reduce_to_plain_ace_sum():

@@ -7,6 +7,8 @@ three artefacts in all: (attention on, float64) for `ase` and `pair_nequip`, and
 (attention off, float32) for `pair_nequip`.
 """
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -20,28 +22,9 @@ from nequip.integrations.ase import NequIPCalculator
 from nequip.model.inference_models.aotinductor import load_aotinductor_model
 from nequip.scripts._compile_utils import PAIR_NEQUIP_INPUTS, LMP_OUTPUTS
 
-from workflow_utils import DATA_DIR, nequip_compile, nequip_train, python_module, run, write_data_subset
+from workflow_utils import DATA_DIR, nequip_compile, python_module, run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data_subset(tmp_path_factory):
-    return write_data_subset(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def run_attention_f64(tmp_path_factory, data_subset):
-    run_dir = tmp_path_factory.mktemp("train") / "run_attention_f64"
-    proc = nequip_train(run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16")
-    return run_dir, proc
-
-
-@pytest.fixture(scope="module")
-def run_backbone_f32(tmp_path_factory, data_subset):
-    run_dir = tmp_path_factory.mktemp("train") / "run_backbone_f32"
-    nequip_train(run_dir, data_subset, "max_epochs=1", "model_dtype=float32", "num_heads=0", "num_features=16")
-    return run_dir
 
 
 def _test_frame():
@@ -177,17 +160,25 @@ def _check_pair_nequip_replay(checkpoint, compiled, tol):
     print(f"pair_nequip replay vs host ASE calculator: {worst}")
 
 
-def test_pair_nequip_target_attention_float64(run_attention_f64):
+def test_pair_nequip_target_attention_float64(pair_nequip_attention_f64):
+    _check_pair_nequip_replay(*pair_nequip_attention_f64, tol=1e-10)
+
+
+def test_pair_nequip_target_backbone_float32(pair_nequip_backbone_f32):
+    _check_pair_nequip_replay(*pair_nequip_backbone_f32, tol=1e-5)
+
+
+def test_pair_allegro_target_refuses_message_passing_model(run_attention_f64):
+    """A 2-layer model compiled for the ghost-atom layout would be silently wrong: refused."""
     run_dir, _ = run_attention_f64
-    out = run_dir / "model_lmp.nequip.pt2"
-    nequip_compile(run_dir / "best.ckpt", out, "pair_nequip")
-    _check_pair_nequip_replay(run_dir / "best.ckpt", out, tol=1e-10)
-
-
-def test_pair_nequip_target_backbone_float32(run_backbone_f32):
-    out = run_backbone_f32 / "model_lmp.nequip.pt2"
-    nequip_compile(run_backbone_f32 / "best.ckpt", out, "pair_nequip")
-    _check_pair_nequip_replay(run_backbone_f32 / "best.ckpt", out, tol=1e-5)
+    out = run_dir / "refused.nequip.pt2"
+    cmd = ["nequip-compile", run_dir / "best.ckpt", out, "--mode", "aotinductor", "--device", "cpu", "--target", "pair_allegro"]
+    proc = subprocess.run([str(c) for c in cmd], cwd=run_dir, capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    assert not out.exists()
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("ValueError: ")]
+    assert errors and "num_layers=2 is not strictly local" in errors[-1], proc.stderr[-3000:]
+    assert "only num_layers=1 is allowed there" in errors[-1]
 
 
 # ---------------------------------------------------------------- LAMMPS ML-IAP ----

@@ -17,7 +17,7 @@ from nequip.nn.embedding import (
     SphericalHarmonicEdgeAttrs,
 )
 
-from nequip_flash_ace.nn import FlashACELayer
+from nequip_flash_ace.nn import FlashACELayer, MessagePassingLocalityGuard
 
 
 def _check(condition: bool, message: str) -> None:
@@ -41,6 +41,7 @@ def FlashACEModel(
     correlation_order: int = 3,
     num_heads: int = 4,
     attention_head_dim: int = 8,
+    attention_temperature_init: float = 0.0,
     radial_mlp_depth: int = 2,
     radial_mlp_width: int = 64,
     readout_mlp_hidden_layers_depth: int = 1,
@@ -73,6 +74,7 @@ def FlashACEModel(
         correlation_order (int): ACE correlation order ν, 1 to 4; each layer is (ν+1)-body in its inputs (default ``3``)
         num_heads (int): attention heads; ``0`` switches attention off and gives the plain ACE backbone (default ``4``)
         attention_head_dim (int): query/key width per head (default ``8``)
+        attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
         readout_mlp_hidden_layers_depth (int), readout_mlp_hidden_layers_width (int): last layer's readout MLP (default ``1``, ``16``); the other layers read out linearly
         readout_mlp_nonlinearity (str): readout MLP nonlinearity (default ``silu``)
@@ -144,12 +146,16 @@ def FlashACEModel(
         edge_invariant_field=AtomicDataDict.EDGE_EMBEDDING_KEY,
         irreps_in=edge_norm.irreps_out,
     )
-    modules = {
+    modules = {}
+    if num_layers > 1:
+        # message passing is not strictly local: refuse the ghost-atom (pair_allegro) layout
+        modules["locality_guard"] = MessagePassingLocalityGuard(num_layers=num_layers)
+    modules.update({
         "type_embed": type_embed,
         "spharm": spharm,
         "edge_norm": edge_norm,
         "radial_encode": radial_encode,
-    }
+    })
     prev_irreps = radial_encode.irreps_out
     if num_heads > 0:
         # the attention envelope f_c(r_ij) is the same cutoff the radial basis uses
@@ -174,6 +180,7 @@ def FlashACEModel(
             radial_mlp_width=radial_mlp_width,
             num_heads=num_heads,
             attention_head_dim=attention_head_dim,
+            attention_temperature_init=attention_temperature_init,
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,
             readout_mlp_hidden_layers_width=readout_mlp_hidden_layers_width if is_last else None,
             readout_mlp_nonlinearity=readout_mlp_nonlinearity,

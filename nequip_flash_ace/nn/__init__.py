@@ -6,6 +6,7 @@ from .product_basis import ProductBasis, atomic_basis_irreps
 from .attention import NeighbourAttention, smooth_segment_softmax
 from .radial import SpeciesPairRadialWeights
 from .layer import FlashACELayer
+from .locality import MessagePassingLocalityGuard
 
 __all__ = [
     "symmetric_coupling_basis",
@@ -16,4 +17,5 @@ __all__ = [
     "smooth_segment_softmax",
     "SpeciesPairRadialWeights",
     "FlashACELayer",
+    "MessagePassingLocalityGuard",
 ]

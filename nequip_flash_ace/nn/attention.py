@@ -69,11 +69,12 @@ def smooth_segment_softmax(
 class NeighbourAttention(torch.nn.Module):
     r"""Multi-head invariant attention weights for the atomic-basis sum.
 
-    Scores are ``s_ij = q_i · k_ij / sqrt(d)`` per head with
+    Scores are ``s_ij = τ_h q_i · k_ij / sqrt(d)`` per head ``h`` with
     ``q_i = W_q h_i^{(0)}`` from the centre's scalar features and
     ``k_ij = W_k h_j^{(0)} + W_r u_ij`` from the neighbour's scalar features plus the
-    (species-pair modulated) radial embedding ``u_ij`` of the edge. The sink score is
-    a learnable per-species, per-head bias. The returned edge weights are
+    (species-pair modulated) radial embedding ``u_ij`` of the edge, and a learned
+    per-head temperature ``τ_h`` that starts at zero. The sink score is a learnable
+    per-species, per-head bias (zero at the start). The returned edge weights are
 
     .. math::
         w_{ij} = \Big(1 + \sum_k f_c(r_{ik})\Big)\, a_{ij}
@@ -82,12 +83,21 @@ class NeighbourAttention(torch.nn.Module):
     that with uniform scores (all ``s = b``) ``w_ij = f_c(r_ij)`` and the layer is a
     plain ACE sum again; the sum over neighbours stays extensive as in ACE.
 
+    Training starts from exactly that plain sum: with ``τ = 0`` and ``b = 0`` every
+    score is zero whatever the features, so ``w_ij = f_c(r_ij)`` for every head at
+    initialisation, and attention grows from the backbone as ``τ`` is learned (random
+    query/key projections alone would start from a perturbed ACE). ``τ``'s gradient
+    ``q·k/√d`` is non-zero from the first step; the projections follow once ``τ ≠ 0``.
+    Checkpoints saved before ``τ`` existed were trained with ``τ = 1`` and load as such.
+
     Args:
         num_scalar_features: width ``C0`` of the scalar features
         num_radial: width of the radial embedding ``u_ij``
         num_heads: ``H``
         head_dim: ``d``, width of each head's query/key
         num_types: number of species (for the sink scores)
+        initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
+            ``1`` starts from the random query/key projections)
 
     Shapes: see :meth:`forward`.
     """
@@ -99,6 +109,7 @@ class NeighbourAttention(torch.nn.Module):
         num_heads: int,
         head_dim: int,
         num_types: int,
+        initial_temperature: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -107,7 +118,19 @@ class NeighbourAttention(torch.nn.Module):
         self.key_features = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
         self.key_radial = ScalarMLPFunction(num_radial, num_heads * head_dim)
         self.sink_score = torch.nn.Parameter(torch.zeros(num_types, num_heads))
+        self.score_temperature = torch.nn.Parameter(torch.full((num_heads,), float(initial_temperature)))
         self.inv_sqrt_d = 1.0 / math.sqrt(head_dim)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # models saved before the learned temperature computed q·k/√d, i.e. τ = 1
+        key = prefix + "score_temperature"
+        if key not in state_dict:
+            state_dict[key] = torch.ones_like(self.score_temperature)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(
         self,
@@ -136,7 +159,7 @@ class NeighbourAttention(torch.nn.Module):
         k = torch.index_select(self.key_features(neighbour_scalars), 0, edge_neighbour)
         k = k + self.key_radial(edge_radial)
         q = torch.index_select(q, 0, edge_center)
-        scores = (q * k).view(-1, self.num_heads, self.head_dim).sum(-1) * self.inv_sqrt_d
+        scores = (q * k).view(-1, self.num_heads, self.head_dim).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
         sink = torch.index_select(self.sink_score, 0, center_types)
         a = smooth_segment_softmax(scores, edge_envelope, sink, edge_center, num_centers)
         coordination = 1.0 + scatter(

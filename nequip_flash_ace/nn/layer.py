@@ -77,6 +77,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         radial_mlp_width: int = 64,
         num_heads: int = 0,
         attention_head_dim: int = 8,
+        attention_temperature_init: float = 0.0,
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
@@ -151,6 +152,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 num_heads=num_heads,
                 head_dim=attention_head_dim,
                 num_types=num_types,
+                initial_temperature=attention_temperature_init,
             )
 
         # === 3. product basis ===

@@ -4,6 +4,7 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study peers --quick      # 5 models x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study depth --quick      # 8 settings x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study ablation --quick   # 6 settings x 1 seed x 40 s
+    python benchmarks/accuracy_budget.py --study local --budget-min 2.5 --seeds 0 1   # 1-layer preset vs default
     python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
 
 Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
@@ -65,7 +66,11 @@ def settings_for(study: str) -> dict:
             "reduced_basis": {"num_radial": 4, "l_max": 1},
         }
         return {f"4L_att_{name}": ("flash_ace_deep", dict(base, **knobs), None) for name, knobs in variants.items()}
-    raise ValueError(f"unknown study {study!r}; choose peers, depth or ablation")
+    if study == "local":
+        # the strictly local preset (one layer, runs on many MPI ranks through pair_style
+        # allegro) next to the 2-layer default (pair_style nequip, one rank)
+        return {"flash_ace_2L": ("flash_ace", {}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
+    raise ValueError(f"unknown study {study!r}; choose peers, depth, ablation or local")
 
 
 def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float) -> Path:
@@ -123,7 +128,7 @@ def train(name, setting, seed, budget_min, out_root):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "depth", "ablation"], default="peers")
+    parser.add_argument("--study", choices=["peers", "depth", "ablation", "local"], default="peers")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
     parser.add_argument("--budget-min", type=float, default=3.0, help="wall-clock training budget per run, minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -187,6 +192,8 @@ def comparisons(study, summary):
         pairs = [(name, "4L_att_coupled") for name in summary if name != "4L_att_coupled"]
     elif study == "peers":
         pairs = [("flash_ace", name) for name in summary if name != "flash_ace"]
+    elif study == "local":
+        pairs = [("flash_ace_local_1L", "flash_ace_2L")]
     return [line for line in (ratio(a, b) for a, b in pairs) if line]
 
 

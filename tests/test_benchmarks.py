@@ -73,7 +73,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "depth": 8, "ablation": 6}
+    expected = {"peers": 5, "depth": 8, "ablation": 6, "local": 2}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -85,7 +85,10 @@ def test_study_settings_compose(tmp_path):
     assert cfg.lr == 0.01 and cfg.num_layers == 4 and cfg.gradient_clip_val == 5.0  # one knob moved, the rest of the preset kept
     assert cfg.max_time == "00:00:02:00" and cfg.seed == 3
     assert [d.file_path.split("/")[-1] for d in cfg.data.val_dataset] == ["val.xyz", "test.xyz"]
-    with pytest.raises(ValueError, match="choose peers, depth or ablation"):
+    config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
+    cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
+    assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1
+    with pytest.raises(ValueError, match="choose peers, depth, ablation or local"):
         accuracy_budget.settings_for("width")
 
 

@@ -59,23 +59,23 @@ def lmp():
     return _find_lmp()
 
 
-def _lmp_env():
+def _lmp_env(threads=1):
     env = dict(os.environ)
     # the cached build may have been linked against another venv's copy of this torch
     torch_lib = str(Path(torch.__file__).parent / "lib")
     env["LD_LIBRARY_PATH"] = torch_lib + os.pathsep + env.get("LD_LIBRARY_PATH", "")
-    env["OMP_NUM_THREADS"] = "1"
+    env["OMP_NUM_THREADS"] = str(threads)
     # CI runs as root; Open MPI refuses root without these
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     return env
 
 
-def run_lammps(lmp, deck: Path, cwd: Path, model: Path, ranks: int = 1, check=True, timeout=900):
+def run_lammps(lmp, deck: Path, cwd: Path, model: Path, ranks: int = 1, threads: int = 1, check=True, timeout=900):
     cmd = [lmp, "-nocite", "-var", "model", str(model), "-in", deck.name]
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), *cmd]
-    proc = subprocess.run(cmd, cwd=cwd, env=_lmp_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=_lmp_env(threads), capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, (
             f"LAMMPS failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-5000:]}\n"

@@ -33,7 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import FLASH_ACE, RESULTS, RUNS, count_params, markdown_table, param_matched_widths, peer_models, provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TYPES = ["Cu", "Au"]
+# data set -> (its Flash-ACE config in configs/, type names, one-line description for reports)
+DATASETS = {
+    "cuau": ("flash_ace", ["Cu", "Au"], "bundled Cu–Au EMT data (train: 6 trajectories, 360 frames; validation and "
+             "test: one held-out trajectory each, 60 frames)"),
+    "paracetamol": ("flash_ace_paracetamol", ["H", "C", "N", "O"], "bundled paracetamol GFN2-xTB MD (train: 4 "
+                    "trajectories, 800 frames; validation and test: one held-out trajectory each, 200 frames)"),
+    "silicon": ("flash_ace_silicon", ["Si"], "bundled diverse Si GFN1-xTB set (random, relaxed and distorted crystals; "
+                "random split 80/10/10)"),
+}
 FLASH_KNOBS = ("num_layers", "num_heads", "l_max", "num_radial", "num_features", "correlation_order")
 
 
@@ -41,12 +49,22 @@ def knob_overrides(knobs: dict) -> list:
     return [f"{k}={v}" for k, v in knobs.items()]
 
 
-def settings_for(study: str) -> dict:
-    """name -> (config name, top-level knob overrides, model kwargs replacing the model block or None)."""
+def settings_for(study: str, dataset: str = "cuau") -> dict:
+    """name -> (config name, top-level knob overrides, model kwargs replacing the model block or None).
+
+    ``flash_ace`` stands for the data set's own config; the presets that build on the Cu–Au
+    config (``flash_ace_deep``, ``flash_ace_local``) get the data set's data and types."""
+    types = DATASETS[dataset][1]
     if study == "peers":
-        models = peer_models(param_matched_widths(TYPES))
+        models = peer_models(param_matched_widths(types))
         return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
                 for name, kwargs in models.items() if name != "flash_ace_no_attention"}
+    if study == "stability":
+        # the diverse-structures issue's table: default, attention off, ν = 2, and the peers
+        models = peer_models()
+        return {"flash_ace": ("flash_ace", {}, None), "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None),
+                "flash_ace_nu2": ("flash_ace", {"correlation_order": 2}, None),
+                "nequip": ("flash_ace", {}, models["nequip"]), "allegro": ("flash_ace", {}, models["allegro"])}
     if study == "depth":
         # naive: the 2-layer config with only depth (and attention) changed;
         # coupled: the deep preset (lr 1e-3, clip 5, energy warm-up, batch 8 x 2, faster scheduler)
@@ -70,18 +88,30 @@ def settings_for(study: str) -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer default (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, depth, ablation or local")
+    raise ValueError(f"unknown study {study!r}; choose peers, depth, ablation, local or stability")
 
 
-def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float) -> Path:
+def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float,
+                     dataset: str = "cuau", max_epochs: int = 1000) -> Path:
     """Compose the config like nequip-train would, then swap the model block (peers), add the
     test set as a second validation set and the wall-clock callback; save it in the run dir."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    dataset_config, types, _ = DATASETS[dataset]
     minutes, seconds = int(budget_min), int(round((budget_min - int(budget_min)) * 60))
-    overrides = [f"seed={seed}", f"max_time=00:00:{minutes:02d}:{seconds:02d}", "max_epochs=1000",
-                 f"data_dir={REPO / 'data' / 'cuau_emt'}", *knob_overrides(knobs)]
+    hours, minutes = divmod(minutes, 60)
+    overrides = [f"seed={seed}", f"max_time=00:{hours:02d}:{minutes:02d}:{seconds:02d}", f"max_epochs={max_epochs}",
+                 *knob_overrides(knobs)]
+    if config_name == "flash_ace":
+        config_name = dataset_config
+    elif dataset != "cuau":  # a preset built on the Cu–Au config: give it this data set
+        if dataset == "paracetamol":
+            raise ValueError(f"{config_name} builds on the periodic Cu–Au config; not available for {dataset}")
+        overrides += [f"chemical_symbols=[{','.join(types)}]"]
+    # the data set's config names its folder as ${hydra:runtime.cwd}/data/<folder>
+    data_dir = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / f"{dataset_config}.yaml"), resolve=False)["data_dir"]
+    overrides.append(f"data_dir={REPO / 'data' / data_dir.split('/data/')[-1]}")
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
         cfg = compose(config_name=config_name, overrides=overrides)
     if model_kwargs is not None:
@@ -98,15 +128,15 @@ def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs,
     return config_dir
 
 
-def train(name, setting, seed, budget_min, out_root):
+def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=1000):
     config_name, knobs, model_kwargs = setting
     run_dir = out_root / f"{name}_seed{seed}"
-    config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min)
+    config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
     cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}"]
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    params = count_params(model_kwargs or dict(FLASH_ACE, **{k: v for k, v in knobs.items() if k in FLASH_KNOBS}), TYPES)
+    params = count_params(model_kwargs or dict(FLASH_ACE, **{k: v for k, v in knobs.items() if k in FLASH_KNOBS}), DATASETS[dataset][1])
     result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
     if proc.returncode != 0:
         result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300]
@@ -122,13 +152,17 @@ def train(name, setting, seed, budget_min, out_root):
         curve_s=[c["elapsed_s"] for c in curve],
         curve_test_force_mae=[c["metrics"].get("val1_epoch/forces_mae") for c in curve],
         curve_val_force_mae=[c["metrics"].get("val0_epoch/forces_mae") for c in curve],
+        curve_test_energy_mae=[c["metrics"].get("val1_epoch/per_atom_energy_mae") for c in curve],
+        curve_val_energy_mae=[c["metrics"].get("val0_epoch/per_atom_energy_mae") for c in curve],
     )
     return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "depth", "ablation", "local"], default="peers")
+    parser.add_argument("--study", choices=["peers", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
+    parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
     parser.add_argument("--budget-min", type=float, default=3.0, help="wall-clock training budget per run, minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -137,21 +171,21 @@ def main():
     args = parser.parse_args()
     budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
-    settings = settings_for(args.study)
+    settings = settings_for(args.study, args.data)
     if args.only:
         unknown = sorted(set(args.only) - set(settings))
         if unknown:
             parser.error(f"--only: unknown setting(s) {unknown}; {args.study} has {sorted(settings)}")
         settings = {k: v for k, v in settings.items() if k in args.only}
-    stem = args.out or f"accuracy_{args.study}" + ("_quick" if args.quick else "")
+    stem = args.out or f"accuracy_{args.study}" + ("" if args.data == "cuau" else f"_{args.data}") + ("_quick" if args.quick else "")
     out_root = RUNS / stem
     results = []
     for seed in seeds:  # seed-major: a cut-short run still has every setting once
         for name, setting in settings.items():
-            r = train(name, setting, seed, budget, out_root)
+            r = train(name, setting, seed, budget, out_root, args.data, args.max_epochs)
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
             results.append(r)
-            write_report(results, args.study, stem, budget, seeds)
+            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs)
 
 
 def summarise(results):
@@ -194,10 +228,13 @@ def comparisons(study, summary):
         pairs = [("flash_ace", name) for name in summary if name != "flash_ace"]
     elif study == "local":
         pairs = [("flash_ace_local_1L", "flash_ace_2L")]
+    elif study == "stability":
+        pairs = [("flash_ace", "nequip"), ("flash_ace", "flash_ace_no_attention"), ("flash_ace", "allegro"),
+                 ("flash_ace_no_attention", "nequip")]
     return [line for line in (ratio(a, b) for a, b in pairs) if line]
 
 
-def write_report(results, study, stem, budget, seeds):
+def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs=1000):
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
     rows = []
@@ -208,8 +245,9 @@ def write_report(results, study, stem, budget, seeds):
         rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                      f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
     lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(provenance(), indent=1), "```", "",
-             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, 2 CPU threads), seeds {seeds}; "
-             "bundled Cu–Au EMT data (train: 6 trajectories, 360 frames; validation and test: one held-out trajectory each, 60 frames). "
+             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, 2 CPU threads)"
+             + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
+             f"{DATASETS[dataset][2]}. "
              "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean).", "",
              markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "params"], rows)]
     ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)

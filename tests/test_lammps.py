@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,10 @@ def _find_lmp():
         assert Path(path).is_file(), f"FLASH_ACE_LMP={path} is not a file"
         return path
     proc = subprocess.run(
-        ["bash", str(REPO / "tools" / "build_lammps.sh"), "--find"], capture_output=True, text=True
+        ["bash", str(REPO / "tools" / "build_lammps.sh"), "--find"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=sys.executable),  # the cache key needs this torch's version
     )
     if proc.returncode == 0:
         return proc.stdout.strip().splitlines()[-1]

@@ -75,7 +75,10 @@ def _lmp_env(threads=1):
     return env
 
 
-def run_lammps(lmp, deck: Path, cwd: Path, model: Path, ranks: int = 1, threads: int = 1, check=True, timeout=900):
+def run_lammps(lmp, deck: Path, cwd: Path, model: Path, ranks: int = 1, threads=None, check=True, timeout=900):
+    """``lmp -var model MODEL -in DECK`` (under ``mpirun -np ranks``); OpenMP threads default
+    to the cores per rank."""
+    threads = threads or max(1, (os.cpu_count() or 1) // ranks)
     cmd = [lmp, "-nocite", "-var", "model", str(model), "-in", deck.name]
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), *cmd]

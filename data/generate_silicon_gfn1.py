@@ -13,8 +13,8 @@ What it contains (the kind of data active learning brings, not one MD basin):
 - ``relaxed``: some of those random cells after 3 and after 10 FIRE steps (fixed
   cell), i.e. the lower-energy structures a structure search passes through;
 - ``prototype``: diamond, β-tin, simple cubic, bcc, fcc and hcp supercells (8 or 16
-  atoms), isotropically scaled (volume ×0.7–1.5), sheared (±6 %) and rattled
-  (σ = 0.02–0.25 Å).
+  atoms), isotropically scaled (volume ×0.8–1.5), sheared (±6 %) and rattled
+  (σ = 0.02, 0.08 or 0.2 Å).
 Structures whose SCF does not converge are dropped (the count is printed). Random
 split 80 / 10 / 10 with a fixed seed.
 
@@ -77,10 +77,10 @@ def random_cell(rng, n_atoms, volume_per_atom):
 def prototype(rng, name):
     kwargs, repeats = PROTOTYPES[name]
     atoms = bulk("Si", **kwargs) * repeats
-    scale = rng.uniform(0.7, 1.5) ** (1 / 3)
+    scale = rng.uniform(0.8, 1.5) ** (1 / 3)
     strain = np.eye(3) * scale + rng.uniform(-0.06, 0.06, (3, 3))
     atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-    atoms.positions += rng.normal(scale=rng.choice([0.02, 0.1, 0.25]), size=atoms.positions.shape)
+    atoms.positions += rng.normal(scale=rng.choice([0.02, 0.08, 0.2]), size=atoms.positions.shape)
     return atoms
 
 
@@ -125,9 +125,9 @@ def relaxation_frames(atoms, steps=(3, 10)):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "silicon_gfn1"))
-    parser.add_argument("--random", type=int, default=320, help="random cells (single points)")
-    parser.add_argument("--relaxed", type=int, default=100, help="random cells relaxed for 3 and 10 steps")
-    parser.add_argument("--per-prototype", type=int, default=60)
+    parser.add_argument("--random", type=int, default=340, help="random cells (single points)")
+    parser.add_argument("--relaxed", type=int, default=110, help="random cells relaxed for 3 and 10 steps")
+    parser.add_argument("--per-prototype", type=int, default=70)
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     if os.environ.get("OMP_NUM_THREADS") != "1":

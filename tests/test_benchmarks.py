@@ -73,7 +73,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "depth": 8, "ablation": 6, "local": 2}
+    expected = {"peers": 5, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -88,7 +88,14 @@ def test_study_settings_compose(tmp_path):
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1
-    with pytest.raises(ValueError, match="choose peers, depth, ablation or local"):
+    # another data set: its own config, data folder and types
+    config_name, knobs, _ = accuracy_budget.settings_for("stability", "silicon")["flash_ace_no_attention"]
+    cfg = OmegaConf.load(
+        accuracy_budget.write_run_config(tmp_path / "si", config_name, knobs, None, 0, 2.5, "silicon", 10) / "bench.yaml"
+    )
+    assert cfg.chemical_symbols == ["Si"] and cfg.num_heads == 0 and cfg.max_epochs == 10
+    assert cfg.data_dir.endswith("data/silicon_gfn1")
+    with pytest.raises(ValueError, match="choose peers, depth, ablation, local or stability"):
         accuracy_budget.settings_for("width")
 
 

@@ -12,22 +12,22 @@ from nequip_flash_ace.data.statistics import LEAST_SQUARES_NAME, FlashACEDataSta
 TYPES = ["H", "C", "O"]
 
 
-def _frames(compositions, energies, rng):
+def _frames(compositions, energies, rng, types=TYPES):
     frames = []
     for comp, e in zip(compositions, energies):
-        symbols = [t for t, n in zip(TYPES, comp) for _ in range(n)]
+        symbols = [t for t, n in zip(types, comp) for _ in range(n)]
         pos = rng.uniform(0, 6, size=(len(symbols), 3))
         atoms = Atoms(symbols, positions=pos)
         data = from_ase(atoms)
-        data[AtomicDataDict.ATOM_TYPE_KEY] = torch.tensor([TYPES.index(s) for s in symbols])
+        data[AtomicDataDict.ATOM_TYPE_KEY] = torch.tensor([types.index(s) for s in symbols])
         data[AtomicDataDict.TOTAL_ENERGY_KEY] = torch.tensor([[e]], dtype=torch.float64)
         data[AtomicDataDict.FORCE_KEY] = torch.as_tensor(rng.normal(size=(len(symbols), 3)))
         frames.append(compute_neighborlist_(data, r_max=3.0))
     return frames
 
 
-def _statistics(frames, batch_size):
-    manager = FlashACEDataStatisticsManager(type_names=TYPES)
+def _statistics(frames, batch_size, types=TYPES):
+    manager = FlashACEDataStatisticsManager(type_names=types)
     batches = [
         AtomicDataDict.batched_from_list(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)
     ]
@@ -44,6 +44,17 @@ def test_least_squares_shifts_match_numpy_lstsq(batch_size):
     expected = np.linalg.lstsq(compositions.astype(float), energies, rcond=None)[0]
     got = np.array([stats[LEAST_SQUARES_NAME][t] for t in TYPES])
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_single_type_is_the_mean_energy_per_atom():
+    """One type (e.g. the silicon set): the fit is Σ n_f E_f / Σ n_f², a one-entry dict."""
+    rng = np.random.default_rng(2)
+    compositions = rng.integers(8, 17, size=(7, 1))
+    energies = compositions[:, 0] * -49.0 + rng.normal(scale=2.0, size=7)
+    stats = _statistics(_frames(compositions, energies, rng, ["Si"]), 3, ["Si"])
+    expected = np.linalg.lstsq(compositions.astype(float), energies, rcond=None)[0]
+    assert list(stats[LEAST_SQUARES_NAME]) == ["Si"]
+    assert stats[LEAST_SQUARES_NAME]["Si"] == pytest.approx(expected[0], rel=1e-12)
 
 
 def test_rank_deficient_fit_is_the_minimum_norm_solution():

@@ -106,7 +106,8 @@ class FlashACEDataStatisticsManager(DataStatisticsManager):
 
     def compute(self):
         stats = super().compute()
-        solution = self._least_squares[0].compute()
+        # torchmetrics squeezes a one-element result to 0-d (a single type): keep it a vector
+        solution = self._least_squares[0].compute().reshape(-1)
         shifts = {name: float(v) for name, v in zip(self.type_names, solution)}
         self.stats_dict[LEAST_SQUARES_NAME] = shifts
         logger.info(f"{LEAST_SQUARES_NAME}: {shifts}")

@@ -16,7 +16,6 @@ build it, when there is none; in CI a missing LAMMPS fails.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import sys

@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
         --mliap) mliap=1; shift ;;
         --force) force=1; shift ;;
         --find) find_only=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (allowed: --sources DIR, --cache DIR, --jobs N, --mliap, --force, --find)" ;;
     esac
 done

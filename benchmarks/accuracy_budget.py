@@ -128,14 +128,20 @@ def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs,
     return config_dir
 
 
+def run_training(run_dir: Path, config_dir: Path, *overrides):
+    """``nequip-train`` on the config written by :func:`write_run_config` (the wall-clock
+    callback is importable from this folder); returns the finished process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
 def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=1000):
     config_name, knobs, model_kwargs = setting
     run_dir = out_root / f"{name}_seed{seed}"
     config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
-    cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}"]
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = run_training(run_dir, config_dir)
     params = count_params(model_kwargs or dict(FLASH_ACE, **{k: v for k, v in knobs.items() if k in FLASH_KNOBS}), DATASETS[dataset][1])
     result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
     if proc.returncode != 0:

@@ -16,9 +16,7 @@ own "Loop time". On this 2-core machine 1 rank runs 2 OpenMP threads and 2 ranks
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _harness import RESULTS, RUNS, markdown_table, peer_models, provenance  # noqa: E402
 import accuracy_budget  # noqa: E402
-from test_lammps import _find_lmp, run_lammps  # noqa: E402  (one way to find and run lmp)
+from test_lammps import _find_lmp, cell_and_pair_style, run_lammps  # noqa: E402  (one way to find and run lmp)
+from workflow_utils import nequip_compile  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,14 +39,6 @@ CASES = {
 }
 
 DECK = """\
-units           metal
-atom_style      atomic
-boundary        p p p
-newton          {newton}
-read_data       {data}
-replicate       {replicate}
-pair_style      {pair_style}
-pair_coeff      * * ${{model}} Cu Au
 velocity        all create 600.0 4928459 mom yes rot yes dist gaussian
 timestep        0.001
 fix             nve all nve
@@ -62,32 +53,22 @@ def trained_checkpoint(name, config, knobs, model_key, budget_min, out_root):
     run_dir = out_root / re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
     model_kwargs = None if model_key is None else peer_models()[model_key]
     config_dir = accuracy_budget.write_run_config(run_dir, config, knobs, model_kwargs, 0, budget_min)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
-    cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}", "run=[train]"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    proc = accuracy_budget.run_training(run_dir, config_dir, "run=[train]")
+    if proc.returncode != 0:
+        raise RuntimeError(f"training {name} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}")
     return run_dir / "best.ckpt"
 
 
 def compile_model(checkpoint: Path, target: str) -> Path:
     out = checkpoint.parent / f"model_{target}.nequip.pt2"
-    cmd = ["nequip-compile", checkpoint, out, "--mode", "aotinductor", "--device", "cpu", "--target", target]
-    subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True)
+    nequip_compile(checkpoint, out, target)
     return out
 
 
 def time_md(lmp, model, pair_style, ranks, threads, replicate, steps, warmup, work: Path):
     work.mkdir(parents=True, exist_ok=True)
     deck = work / "in.speed"
-    deck.write_text(
-        DECK.format(
-            newton="off" if pair_style == "nequip" else "on",
-            data=REPO / "examples" / "lammps" / "cuau.data",
-            replicate=replicate,
-            pair_style=pair_style,
-            steps=steps,
-            warmup=warmup,
-        )
-    )
+    deck.write_text(cell_and_pair_style(pair_style, replicate) + DECK.format(steps=steps, warmup=warmup))
     proc = run_lammps(lmp, deck, work, model, ranks=ranks, threads=threads, timeout=3600)
     loops = re.findall(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", proc.stdout)
     seconds, procs, n_steps, atoms = loops[-1]

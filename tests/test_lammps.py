@@ -110,15 +110,22 @@ def _thermo_table(log: str):
     return {h: np.array([r[k] for r in rows]) for k, h in enumerate(header)}
 
 
-SINGLE_POINT = """\
+def cell_and_pair_style(pair_style: str, replicate: str) -> str:
+    """Deck lines up to `pair_coeff`: the bundled Cu–Au cell replicated, the pair style with
+    the newton setting it needs, and the model from `-var model`."""
+    return f"""\
 units           metal
 atom_style      atomic
 boundary        p p p
-newton          {newton}
-read_data       {data}
+newton          {"off" if pair_style == "nequip" else "on"}
+read_data       {DECKS / "cuau.data"}
 replicate       {replicate}
 pair_style      {pair_style}
 pair_coeff      * * ${{model}} Cu Au
+"""
+
+
+SINGLE_POINT = """\
 compute         peatom all pe/atom
 compute         vir all pressure NULL virial
 thermo_style    custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
@@ -134,14 +141,7 @@ def lammps_single_point(lmp, model, pair_style, tmp_path, ranks=1, replicate="1 
     work = tmp_path / f"{pair_style}_{ranks}_{replicate.replace(' ', 'x')}"
     work.mkdir()
     deck = work / "in.single_point"
-    deck.write_text(
-        SINGLE_POINT.format(
-            newton="off" if pair_style == "nequip" else "on",
-            data=DECKS / "cuau.data",
-            replicate=replicate,
-            pair_style=pair_style,
-        )
-    )
+    deck.write_text(cell_and_pair_style(pair_style, replicate) + SINGLE_POINT)
     proc = run_lammps(lmp, deck, work, model, ranks=ranks)
     thermo = _thermo_table(proc.stdout)
     pressure_virial = np.array([thermo[f"c_vir[{k}]"][0] for k in range(1, 7)])  # xx yy zz xy xz yz

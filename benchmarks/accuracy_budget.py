@@ -174,10 +174,15 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", nargs="+", help="run only these settings (names as in the table)")
     parser.add_argument("--out", help="result stem (default accuracy_<study>[_quick])")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
+                        help="config knob overrides for every Flash-ACE setting of the study (e.g. neighbour_normalization=coordination)")
     args = parser.parse_args()
     budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
     settings = settings_for(args.study, args.data)
+    extra = dict(s.split("=", 1) for s in args.set)
+    settings = {name: (config, {**extra, **knobs} if model_kwargs is None else knobs, model_kwargs)
+                for name, (config, knobs, model_kwargs) in settings.items()}
     if args.only:
         unknown = sorted(set(args.only) - set(settings))
         if unknown:

@@ -39,6 +39,7 @@ def FlashACEModel(
     num_features: int = 32,
     num_radial: int = 8,
     correlation_order: int = 3,
+    neighbour_normalization: str = "average",
     num_heads: int = 4,
     attention_head_dim: int = 8,
     attention_temperature_init: float = 0.0,
@@ -72,6 +73,7 @@ def FlashACEModel(
         num_features (int): channels of every irrep (default ``32``)
         num_radial (int): number of Bessel radial basis functions (default ``8``)
         correlation_order (int): ACE correlation order ν, 1 to 4; each layer is (ν+1)-body in its inputs (default ``3``)
+        neighbour_normalization (str): what the atomic-basis sum is divided by: ``average`` (default), the constant ``avg_num_neighbors``; ``coordination``, each atom's smooth coordination ``1 + Σ_j f_c(r_ij)``, which keeps the product basis's inputs the same size at every density
         num_heads (int): attention heads; ``0`` switches attention off and gives the plain ACE backbone (default ``4``)
         attention_head_dim (int): query/key width per head (default ``8``)
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
@@ -81,7 +83,7 @@ def FlashACEModel(
         bessel_trainable (bool): trainable Bessel roots (default ``False``)
         polynomial_cutoff_p (int): exponent of the host's polynomial cutoff (default ``6``)
         per_edge_type_cutoff (dict): optional per-edge-type cutoffs ``<= r_max``, as in NequIP
-        avg_num_neighbors (float/dict): the atomic-basis sum is divided by it (global or per type)
+        avg_num_neighbors (float/dict): the atomic-basis sum is divided by it (global or per type) when ``neighbour_normalization`` is ``average``
         per_type_energy_scales, per_type_energy_shifts (float/list): per-type scale and shift of the site energy (the shift is the isolated-atom energy)
         per_type_energy_scales_trainable, per_type_energy_shifts_trainable (bool)
         pair_potential (dict): optional pair potential, e.g. ``nequip.nn.pair_potential.ZBL``
@@ -157,8 +159,12 @@ def FlashACEModel(
         "radial_encode": radial_encode,
     })
     prev_irreps = radial_encode.irreps_out
-    if num_heads > 0:
-        # the attention envelope f_c(r_ij) is the same cutoff the radial basis uses
+    _check(
+        neighbour_normalization in ("average", "coordination"),
+        f"`neighbour_normalization` must be 'average' or 'coordination', got {neighbour_normalization!r}",
+    )
+    if num_heads > 0 or neighbour_normalization == "coordination":
+        # the envelope f_c(r_ij) (attention, coordination) is the cutoff the radial basis uses
         envelope = AddRadialCutoffToData(
             cutoff=PolynomialCutoff(polynomial_cutoff_p), irreps_in=prev_irreps
         )
@@ -175,6 +181,7 @@ def FlashACEModel(
             l_max=l_max,
             num_features=num_features,
             correlation_order=correlation_order,
+            neighbour_normalization=neighbour_normalization,
             avg_num_neighbors=avg_num_neighbors,
             radial_mlp_depth=radial_mlp_depth,
             radial_mlp_width=radial_mlp_width,

@@ -8,7 +8,7 @@ from e3nn.o3._linear import Linear
 from e3nn.o3._tensor_product._sub import FullyConnectedTensorProduct
 
 from nequip.data import AtomicDataDict
-from nequip.nn import GraphModuleMixin
+from nequip.nn import GraphModuleMixin, scatter
 from nequip.nn.mlp import ScalarMLPFunction
 from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
 
@@ -48,10 +48,22 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
     1. ``h' = Linear(h)``; neighbours' ``h'`` go through the ghost-exchange hook
        (all layers but the first, whose features are the type embedding and so are
        already known for ghosts);
-    2. atomic basis ``A_i = (1/N_avg) Σ_j w_ij R(r_ij; z_i, z_j) [Y(r̂_ij) ⊗ h'_j]``,
+    2. atomic basis ``A_i = (1/N_i) Σ_j w_ij R(r_ij; z_i, z_j) [Y(r̂_ij) ⊗ h'_j]``,
        then a linear map to ``num_features x (l, (-1)^l)``, ``l <= l_max``; ``w_ij``
        are the attention weights of :class:`NeighbourAttention` (``w = 1`` without
-       attention), applied per head to that head's group of channels;
+       attention), applied per head to that head's group of channels. The
+       normaliser ``N_i`` is set by ``neighbour_normalization``:
+
+       - ``"average"``: ``N_i = N_avg``, the training set's mean neighbour count (a
+         constant, as in MACE and NequIP);
+       - ``"coordination"``: ``N_i = 1 + Σ_j f_c(r_ij)``, the atom's own smooth
+         coordination. ``A_i`` is then a weighted mean of its neighbours' messages
+         and stays the same size from a vacuum cluster to a compressed crystal, so
+         the ν-fold products of the product basis do not grow as ``n_i^ν`` with
+         density. With attention, ``w_ij = (1 + Σ_k f_c(r_ik)) a_ij`` and the
+         normalised sum is exactly the attention average ``Σ_j a_ij (...)``.
+         ``f_c`` vanishes smoothly at the cutoff, so ``N_i`` is as smooth as the
+         sum it divides; ``N_i >= 1`` and an isolated atom keeps ``A_i = 0``.
     3. ``B = ProductBasis(A)`` up to ``correlation_order``;
     4. ``h_new = Linear(B) + SelfConnection(h, node_attrs)`` (no self-connection in the
        first layer, so an isolated atom has exactly zero features and energy);
@@ -62,6 +74,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
     """
 
     is_first_layer: bool
+    normalize_by_coordination: bool
     num_heads: int
 
     def __init__(
@@ -75,6 +88,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         avg_num_neighbors: Optional[Union[float, Dict[str, float]]] = None,
         radial_mlp_depth: int = 2,
         radial_mlp_width: int = 64,
+        neighbour_normalization: str = "average",
         num_heads: int = 0,
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
@@ -90,7 +104,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             AtomicDataDict.EDGE_ATTRS_KEY,
             AtomicDataDict.EDGE_EMBEDDING_KEY,
         ]
-        if num_heads > 0:
+        if neighbour_normalization not in ("average", "coordination"):
+            raise ValueError(
+                f"`neighbour_normalization` must be 'average' or 'coordination', got {neighbour_normalization!r}"
+            )
+        self.normalize_by_coordination = neighbour_normalization == "coordination"
+        if num_heads > 0 or self.normalize_by_coordination:
             required.append(AtomicDataDict.EDGE_CUTOFF_KEY)
         self._init_irreps(
             irreps_in=irreps_in,
@@ -260,7 +279,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             edge_center,
             edge_neighbour,
         )[:num_local]
-        if self.inverse_avg_num_neighbors.numel() == 1:
+        if self.normalize_by_coordination:
+            coordination = 1.0 + scatter(
+                data[AtomicDataDict.EDGE_CUTOFF_KEY].reshape(-1, 1), edge_center, dim=0, dim_size=num_local
+            )
+            a = a / coordination
+        elif self.inverse_avg_num_neighbors.numel() == 1:
             a = a * self.inverse_avg_num_neighbors
         else:
             a = a * torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)

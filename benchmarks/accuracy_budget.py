@@ -174,6 +174,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", nargs="+", help="run only these settings (names as in the table)")
     parser.add_argument("--out", help="result stem (default accuracy_<study>[_quick])")
+    parser.add_argument("--resume", action="store_true", help="keep the finished runs saved under the same stem, run the rest")
+    parser.add_argument("--rewrite", action="store_true", help="only rewrite the report from the saved JSON results")
     parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
                         help="config knob overrides for every Flash-ACE setting of the study (e.g. neighbour_normalization=coordination)")
     args = parser.parse_args()
@@ -190,13 +192,24 @@ def main():
         settings = {k: v for k, v in settings.items() if k in args.only}
     stem = args.out or f"accuracy_{args.study}" + ("" if args.data == "cuau" else f"_{args.data}") + ("_quick" if args.quick else "")
     out_root = RUNS / stem
+    if args.rewrite:
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        write_report(saved["results"], args.study, stem, saved["budget_min"], saved["seeds"], args.data, args.max_epochs,
+                     saved.get("knobs") or extra, saved["provenance"])
+        return
     results = []
+    if args.resume and (RESULTS / f"{stem}.json").exists():
+        # keep the finished runs of an earlier, cut-short invocation with the same stem
+        results = [r for r in json.loads((RESULTS / f"{stem}.json").read_text())["results"] if "error" not in r]
+    done = {(r["name"], r["seed"]) for r in results}
     for seed in seeds:  # seed-major: a cut-short run still has every setting once
         for name, setting in settings.items():
+            if (name, seed) in done:
+                continue
             r = train(name, setting, seed, budget, out_root, args.data, args.max_epochs)
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
             results.append(r)
-            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs)
+            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra)
 
 
 def summarise(results):
@@ -245,7 +258,8 @@ def comparisons(study, summary):
     return [line for line in (ratio(a, b) for a, b in pairs) if line]
 
 
-def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs=1000):
+def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs=1000, extra=None, prov=None):
+    prov = prov or provenance()
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
     rows = []
@@ -255,11 +269,12 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
             continue
         rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                      f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
-    lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(provenance(), indent=1), "```", "",
+    lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(prov, indent=1), "```", "",
              f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, 2 CPU threads)"
              + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
              f"{DATASETS[dataset][2]}. "
-             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean).", "",
+             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean)."
+             + (f" Knobs set for every Flash-ACE setting: {', '.join(f'{k}={v}' for k, v in extra.items())}." if extra else ""), "",
              markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "params"], rows)]
     ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)
     if ranked:
@@ -268,10 +283,49 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     comp = comparisons(study, summary)
     if comp:
         lines += ["", "Ratios of mean test force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
+    if study == "stability":
+        lines += ["", stability_table(results)]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": provenance(), "budget_min": budget, "seeds": seeds}, indent=1))
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": prov, "budget_min": budget, "seeds": seeds, "knobs": extra or {}}, indent=1))
     plot(results, RESULTS / f"{stem}.png", study)
     print(f"wrote {RESULTS / (stem + '.md')}", flush=True)
+
+
+def worst_rebound(curve, after_epoch=3):
+    """Largest ratio of a validation error to the best one so far, over epochs after
+    ``after_epoch`` (1-based): 1.0 means it never got worse than its best."""
+    best, worst = float("inf"), 1.0
+    for epoch, value in enumerate(curve, start=1):
+        if epoch > after_epoch:
+            worst = max(worst, value / best)
+        best = min(best, value)
+    return worst
+
+
+def stability_table(results):
+    """Per-epoch validation force MAE of every run, its worst rebound after epoch 3 and
+    the seed-to-seed spread of the test force MAE (the diverse-structures issue's checks)."""
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return ""
+    width = max(len(r["curve_val_force_mae"]) for r in ok)
+    rows = []
+    for r in ok:
+        curve = [v for v in r["curve_val_force_mae"] if v is not None]
+        rows.append([r["name"], r["seed"]] + [f"{v:.3f}" for v in curve] + [""] * (width - len(curve))
+                    + [f"{worst_rebound(curve):.2f}"])
+    lines = ["Validation force MAE (eV/Å) after every epoch, and the worst ratio of an epoch's value "
+             "to the best so far after epoch 3 (target ≤ 1.3):", "",
+             markdown_table(["setting", "seed"] + [str(e) for e in range(1, width + 1)] + ["worst rebound"], rows)]
+    spread = []
+    for name in dict.fromkeys(r["name"] for r in ok):
+        f = [r["test_force_mae"] for r in ok if r["name"] == name]
+        if len(f) > 1:
+            spread.append(f"- {name}: test force MAE {min(f):.4f}–{max(f):.4f} eV/Å, spread "
+                          f"(max − min) / mean = {100 * (max(f) - min(f)) / np.mean(f):.0f} %")
+    if spread:
+        lines += ["", "Seed-to-seed spread (target ≤ 10 %):", ""] + spread
+    return "\n".join(lines)
 
 
 def plot(results, path, study):
@@ -282,6 +336,25 @@ def plot(results, path, study):
 
     names = list(dict.fromkeys(r["name"] for r in results))
     colors = dict(zip(names, plt.cm.tab10.colors))
+    if study == "stability":
+        # equal epochs: the per-epoch validation curve is what the study is about
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        for r in results:
+            for ax, key in zip(axes, ("curve_val_force_mae", "curve_test_force_mae")):
+                pts = [(e, m) for e, m in enumerate(r.get(key, []), start=1) if m is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=colors[r["name"]], ls="-" if r["seed"] == 0 else "--",
+                            label=f"{r['name']} seed {r['seed']}")
+        for ax, title in zip(axes, ("validation", "test")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{title} force MAE (eV/Å)")
+            ax.set_yscale("log")
+            ax.set_title(f"{title} force MAE after every epoch", fontsize=9)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
         pts = [(t / 60, m) for t, m in zip(r.get("curve_s", []), r.get("curve_test_force_mae", [])) if m is not None]

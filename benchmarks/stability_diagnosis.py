@@ -2,7 +2,8 @@
 sizes that enter the cubic product basis scale with an atom's neighbour count.
 
     python benchmarks/stability_diagnosis.py                      # silicon + Cu–Au, default model
-    python benchmarks/stability_diagnosis.py --set atomic_basis_normalization=coordination
+    python benchmarks/stability_diagnosis.py --set neighbour_normalization=coordination
+    python benchmarks/stability_diagnosis.py --data silicon --checkpoint RUN/best.ckpt   # a trained model
 
 For every atom of the training frames it records the smooth coordination
 ``n_i = Σ_j f_c(r_ij)``, the per-atom norms of the atomic basis ``A_i`` (after the
@@ -55,14 +56,33 @@ def parse_value(v):
     return v
 
 
-def diagnose(name, overrides, max_frames, r_max=5.0):
+def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
     frames, types = load_frames(name, max_frames, r_max)
     counts = [d[AtomicDataDict.EDGE_INDEX_KEY].shape[1] / len(d[AtomicDataDict.POSITIONS_KEY]) for d, _ in frames]
     config = {"_target_": "nequip_flash_ace.model.FlashACEModel", "seed": 0, "r_max": r_max, "type_names": types,
               "avg_num_neighbors": float(np.mean(counts)), **overrides}
-    model = build_model(config, "float64")
+    if checkpoint:
+        from nequip.model import ModelFromCheckpoint
+        from nequip.utils.global_state import set_global_state
+
+        set_global_state()
+        model = ModelFromCheckpoint(checkpoint)
+        model = model["sole_model"] if isinstance(model, torch.nn.ModuleDict) else model
+        overrides = {"checkpoint": str(checkpoint)}
+    else:
+        model = build_model(config, "float64")
     layers = [m for m in model.modules() if type(m).__name__ == "FlashACELayer"]
     record = {}
+
+    def attention_hook(key):
+        def fn(module, args, kwargs, output):
+            # largest weight relative to the uniform one, w_ij / f_c(r_ij), per centre: how
+            # far the learned scores concentrate the sum (1 everywhere at initialisation)
+            envelope = kwargs["edge_envelope"].reshape(-1, 1)
+            ratio = torch.where(envelope > 1e-3, output / envelope.clamp(min=1e-3), torch.zeros_like(output)).amax(1)
+            record[key] = torch.zeros(kwargs["center_scalars"].shape[0], dtype=ratio.dtype).scatter_reduce(
+                0, kwargs["edge_center"], ratio.detach(), reduce="amax", include_self=True)
+        return fn
 
     def hook(key):
         def fn(module, inputs, output):
@@ -72,13 +92,17 @@ def diagnose(name, overrides, max_frames, r_max=5.0):
     for i, layer in enumerate(layers):
         layer.linear_atomic_basis.register_forward_hook(hook(f"L{i}_A"))
         layer.product_basis.register_forward_hook(hook(f"L{i}_B"))
-    rows = {k: [] for k in ["n"] + [f"L{i}_{x}" for i in range(len(layers)) for x in ("A0", "A", "B")] + ["site_energy"]}
+    with_attention = [i for i, layer in enumerate(layers) if layer.attention is not None]
+    for i in with_attention:
+        layers[i].attention.register_forward_hook(attention_hook(f"L{i}_w_over_fc"), with_kwargs=True)
+    rows = {k: [] for k in ["n"] + [f"L{i}_{x}" for i in range(len(layers)) for x in ("A0", "A", "B")]
+            + [f"L{i}_w_over_fc" for i in with_attention] + ["site_energy"]}
     grad_norms, frame_n = [], []
     params = [p for p in model.parameters() if p.requires_grad]
     for data, forces in frames:
         out = model(AtomicDataDict.to_(dict(data), "cpu"))
         envelope = out[AtomicDataDict.EDGE_CUTOFF_KEY].view(-1)
-        n = torch.zeros(len(forces), dtype=torch.float64).index_add_(0, out[AtomicDataDict.EDGE_INDEX_KEY][0], envelope)
+        n = torch.zeros(len(forces), dtype=torch.float64).index_add_(0, out[AtomicDataDict.EDGE_INDEX_KEY][0], envelope.double())
         rows["n"].append(n.detach())
         for i in range(len(layers)):
             a = record[f"L{i}_A"]
@@ -86,12 +110,14 @@ def diagnose(name, overrides, max_frames, r_max=5.0):
             rows[f"L{i}_A"].append(a.norm(dim=1) / a.shape[1] ** 0.5)
             b = record[f"L{i}_B"]
             rows[f"L{i}_B"].append(b.norm(dim=1) / b.shape[1] ** 0.5)
+        for i in with_attention:
+            rows[f"L{i}_w_over_fc"].append(record[f"L{i}_w_over_fc"])
         rows["site_energy"].append(out[AtomicDataDict.PER_ATOM_ENERGY_KEY].detach().view(-1).abs())
-        loss = ((out[AtomicDataDict.FORCE_KEY] - forces) ** 2).mean()
+        loss = ((out[AtomicDataDict.FORCE_KEY].to(torch.float64) - forces) ** 2).mean()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         grad_norms.append(float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None))))
         frame_n.append(float(n.mean()))
-    cat = {k: torch.cat(v).numpy() for k, v in rows.items()}
+    cat = {k: torch.cat(v).double().numpy() for k, v in rows.items()}
     n = cat["n"]
     edges = np.quantile(n, np.linspace(0, 1, 7))
     bins = []
@@ -136,11 +162,12 @@ def main():
     parser.add_argument("--data", nargs="+", default=["silicon", "cuau"], choices=sorted(DATA))
     parser.add_argument("--frames", type=int, default=120, help="training frames per data set")
     parser.add_argument("--set", nargs="*", default=[], help="model builder overrides key=value")
+    parser.add_argument("--checkpoint", help="diagnose a trained model (a nequip-train checkpoint) instead of a fresh one")
     parser.add_argument("--out", default="stability_diagnosis")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    report([diagnose(d, overrides, args.frames) for d in args.data], args.out)
+    report([diagnose(d, overrides, args.frames, checkpoint=args.checkpoint) for d in args.data], args.out)
 
 
 if __name__ == "__main__":

@@ -174,13 +174,14 @@ def test_force_training_double_backward_matches_finite_differences():
 
 
 @pytest.mark.parametrize("num_heads", [0, 2])
-def test_neighbour_crossing_cutoff_is_smooth(num_heads):
+@pytest.mark.parametrize("normalization", ["average", "coordination"])
+def test_neighbour_crossing_cutoff_is_smooth(num_heads, normalization):
     """Slide one atom across r_max in 1e-4 Å steps (float64); no jump in E or F.
 
     The neighbour list is rebuilt at every step, so the edge appears/disappears
     exactly at r_max, as in MD.
     """
-    config = dict(ATTENTION_NU2, num_heads=num_heads)
+    config = dict(ATTENTION_NU2, num_heads=num_heads, neighbour_normalization=normalization)
     r_max = config["r_max"]
     model = build_model(config, "float64")
     step = 1e-4
@@ -214,8 +215,9 @@ def test_neighbour_crossing_cutoff_is_smooth(num_heads):
     assert abs(inside[0] - inside[1]) > 1e-6
 
 
-def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift():
-    model = build_model(ATTENTION_NU2, "float64")
+@pytest.mark.parametrize("normalization", ["average", "coordination"])
+def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift(normalization):
+    model = build_model(dict(ATTENTION_NU2, neighbour_normalization=normalization), "float64")
     shifts = ATTENTION_NU2["per_type_energy_shifts"]
     names = ATTENTION_NU2["type_names"]
     for t in range(3):
@@ -228,9 +230,10 @@ def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift():
 
 
 @pytest.mark.parametrize("num_heads", [0, 2])
-def test_permutation_invariance(num_heads):
+@pytest.mark.parametrize("normalization", ["average", "coordination"])
+def test_permutation_invariance(num_heads, normalization):
     """Relabelling atoms (and so reordering the edge list) permutes per-atom outputs."""
-    config = dict(ATTENTION_NU2, num_heads=num_heads)
+    config = dict(ATTENTION_NU2, num_heads=num_heads, neighbour_normalization=normalization)
     model = build_model(config, "float64")
     rng = np.random.default_rng(0)
     pos = rng.uniform(0, 3.0, size=(7, 3))
@@ -286,9 +289,10 @@ def test_every_parameter_gets_a_gradient():
         assert not unused, unused
 
 
-def test_extensivity_of_copies():
+@pytest.mark.parametrize("normalization", ["average", "coordination"])
+def test_extensivity_of_copies(normalization):
     """Two far-apart copies of a structure have twice the energy (size extensivity)."""
-    model = build_model(ATTENTION_NU2, "float64")
+    model = build_model(dict(ATTENTION_NU2, neighbour_normalization=normalization), "float64")
     pos = np.array(_dimer_trimer_positions(2.0))
     types = [0, 1, 2, 1]
     e1, f1, _ = energy_and_forces(model, make_data(pos, types, 4.0))

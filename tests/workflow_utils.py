@@ -26,11 +26,11 @@ def run(cmd, cwd, timeout=900):
     return proc
 
 
-def write_data_subset(out_dir: Path, n_train=16, n_val=4, n_test=4) -> Path:
+def write_data_subset(out_dir: Path, n_train=16, n_val=4, n_test=4, source: Path = DATA_DIR) -> Path:
     """Every k-th frame of the bundled split files, so subsets still span all trajectories."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        frames = read(DATA_DIR / f"{split}.xyz", index=":")
+        frames = read(source / f"{split}.xyz", index=":")
         step = max(1, len(frames) // n)
         write(out_dir / f"{split}.xyz", frames[::step][:n], format="extxyz")
     return out_dir

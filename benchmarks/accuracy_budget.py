@@ -6,6 +6,8 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study ablation --quick   # 6 settings x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study local --budget-min 2.5 --seeds 0 1   # 1-layer preset vs default
     python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
+    python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
+    python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60   # equal epochs
 
 Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
 (`flash_ace` or `flash_ace_deep`), composed by Hydra, so data split, loss, optimiser,
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import FLASH_ACE, RESULTS, RUNS, count_params, markdown_table, param_matched_widths, peer_models, provenance  # noqa: E402
+from _harness import FLASH_ACE, RESULTS, RUNS, count_params, markdown_table, param_matched_widths, parse_value, peer_models, provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # data set -> (its Flash-ACE config in configs/, type names, one-line description for reports)
@@ -59,6 +61,16 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         models = peer_models(param_matched_widths(types))
         return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
                 for name, kwargs in models.items() if name != "flash_ace_no_attention"}
+    if study == "defaults":
+        # the peers study plus the depth/attention candidates for the default: 2 layers
+        # (message passing, pair_style nequip) vs 1 layer (strictly local, pair_style
+        # allegro on many ranks), attention on and off
+        models = peer_models(param_matched_widths(types))
+        settings = {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None),
+                    "flash_ace_1L": ("flash_ace", {"num_layers": 1}, None),
+                    "flash_ace_1L_no_attention": ("flash_ace", {"num_layers": 1, "num_heads": 0}, None)}
+        settings.update({name: ("flash_ace", {}, kwargs) for name, kwargs in models.items() if not name.startswith("flash_ace")})
+        return settings
     if study == "stability":
         # the diverse-structures issue's table: default, attention off, ν = 2, and the peers
         models = peer_models()
@@ -88,7 +100,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer default (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, depth, ablation, local or stability")
+    raise ValueError(f"unknown study {study!r}; choose peers, defaults, depth, ablation, local or stability")
 
 
 def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float,
@@ -166,7 +178,7 @@ def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--study", choices=["peers", "defaults", "depth", "ablation", "local", "stability"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -182,7 +194,7 @@ def main():
     budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
     settings = settings_for(args.study, args.data)
-    extra = dict(s.split("=", 1) for s in args.set)
+    extra = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
     settings = {name: (config, {**extra, **knobs} if model_kwargs is None else knobs, model_kwargs)
                 for name, (config, knobs, model_kwargs) in settings.items()}
     if args.only:
@@ -252,6 +264,9 @@ def comparisons(study, summary):
         pairs = [("flash_ace", name) for name in summary if name != "flash_ace"]
     elif study == "local":
         pairs = [("flash_ace_local_1L", "flash_ace_2L")]
+    elif study == "defaults":
+        pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
+        pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
     elif study == "stability":
         pairs = [("flash_ace", "nequip"), ("flash_ace", "flash_ace_no_attention"), ("flash_ace", "allegro"),
                  ("flash_ace_no_attention", "nequip")]

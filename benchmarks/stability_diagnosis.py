@@ -1,5 +1,6 @@
-"""Why does training wobble on diverse structures? Measure, at initialisation, how the
-sizes that enter the cubic product basis scale with an atom's neighbour count.
+"""Why does training wobble on diverse structures? Measure how the sizes that enter the
+cubic product basis scale with an atom's neighbour count, at initialisation or in a
+trained model.
 
     python benchmarks/stability_diagnosis.py                      # silicon + Cu–Au, default model
     python benchmarks/stability_diagnosis.py --set neighbour_normalization=coordination
@@ -7,8 +8,9 @@ sizes that enter the cubic product basis scale with an atom's neighbour count.
 
 For every atom of the training frames it records the smooth coordination
 ``n_i = Σ_j f_c(r_ij)``, the per-atom norms of the atomic basis ``A_i`` (after the
-neighbour normalisation, per l), of the product basis ``B_i`` and of the site energy,
-layer by layer, and the per-frame gradient norm of the force loss with respect to the
+neighbour normalisation; scalars and all l), of the product basis ``B_i`` and, with
+attention, the largest weight relative to the uniform one (``w_ij / f_c(r_ij)``), layer
+by layer, and the per-frame gradient norm of the force loss with respect to the
 parameters. Atoms are binned by ``n_i``; the table gives medians per bin and the
 log-log slope ``d log|X| / d log n`` (1 for a sum of aligned terms, 3 for a cubic
 product of them). Writes benchmarks/results/stability_diagnosis.{md,json}.
@@ -25,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _harness import RESULTS, markdown_table, provenance  # noqa: E402
+from _harness import RESULTS, markdown_table, parse_value, provenance  # noqa: E402
 from helpers import build_model, make_data  # noqa: E402
 
 from nequip.data import AtomicDataDict  # noqa: E402
@@ -45,15 +47,6 @@ def load_frames(name, max_frames, r_max):
         data = make_data(a.positions, [types.index(s) for s in a.get_chemical_symbols()], r_max, a.cell.array, a.pbc)
         frames.append((data, torch.as_tensor(a.get_forces(), dtype=torch.float64)))
     return frames, types
-
-
-def parse_value(v):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
 
 
 def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
@@ -96,7 +89,7 @@ def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
     for i in with_attention:
         layers[i].attention.register_forward_hook(attention_hook(f"L{i}_w_over_fc"), with_kwargs=True)
     rows = {k: [] for k in ["n"] + [f"L{i}_{x}" for i in range(len(layers)) for x in ("A0", "A", "B")]
-            + [f"L{i}_w_over_fc" for i in with_attention] + ["site_energy"]}
+            + [f"L{i}_w_over_fc" for i in with_attention]}
     grad_norms, frame_n = [], []
     params = [p for p in model.parameters() if p.requires_grad]
     for data, forces in frames:
@@ -112,7 +105,6 @@ def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
             rows[f"L{i}_B"].append(b.norm(dim=1) / b.shape[1] ** 0.5)
         for i in with_attention:
             rows[f"L{i}_w_over_fc"].append(record[f"L{i}_w_over_fc"])
-        rows["site_energy"].append(out[AtomicDataDict.PER_ATOM_ENERGY_KEY].detach().view(-1).abs())
         loss = ((out[AtomicDataDict.FORCE_KEY].to(torch.float64) - forces) ** 2).mean()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         grad_norms.append(float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None))))
@@ -135,12 +127,13 @@ def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
 
 
 def report(results, stem):
-    lines = [f"# Sizes entering the product basis vs neighbour count, at initialisation", "", "```",
+    lines = ["# Sizes entering the product basis vs neighbour count", "", "```",
              json.dumps(provenance(), indent=1), "```", "",
              "Per atom: `n = Σ_j f_c(r_ij)`; `|A0|`, `|A|`: RMS over components of the atomic basis "
              "(scalars only / all l) after the neighbour normalisation; `|B|`: RMS of the product basis "
              "output; medians per sextile of `n`. Slope: least-squares `d log|X| / d log n` over all atoms. "
-             "Gradient: norm of the per-frame force-MSE gradient over all parameters (float64 model, seed 0).", ""]
+             "`w_over_fc`: largest attention weight relative to the uniform one, `max_j w_ij / f_c(r_ij)`. "
+             "Gradient: norm of the per-frame force-MSE gradient over all parameters (fresh models: float64, seed 0).", ""]
     for r in results:
         keys = [k for k in r["bins"][0] if k not in ("n_range",)]
         rows = [[f"{b['n_range'][0]:.1f}–{b['n_range'][1]:.1f}"] + [f"{b[k]:.3g}" for k in keys] for b in r["bins"]]

@@ -190,13 +190,17 @@ def main():
     parser.add_argument("--rewrite", action="store_true", help="only rewrite the report from the saved JSON results")
     parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
                         help="config knob overrides for every Flash-ACE setting of the study (e.g. neighbour_normalization=coordination)")
+    parser.add_argument("--set-all", nargs="+", default=[], metavar="KNOB=VALUE",
+                        help="config knob overrides for every model, peers included (training knobs: energy_weight=10, lr=0.005, ...)")
     args = parser.parse_args()
     budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
     settings = settings_for(args.study, args.data)
     extra = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    settings = {name: (config, {**extra, **knobs} if model_kwargs is None else knobs, model_kwargs)
+    common = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set_all)}
+    settings = {name: (config, {**common, **extra, **knobs} if model_kwargs is None else {**common, **knobs}, model_kwargs)
                 for name, (config, knobs, model_kwargs) in settings.items()}
+    extra = {**common, **extra}
     if args.only:
         unknown = sorted(set(args.only) - set(settings))
         if unknown:
@@ -285,11 +289,11 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
         rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                      f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
     lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(prov, indent=1), "```", "",
-             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, 2 CPU threads)"
+             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, {prov.get('torch_threads', '?')} CPU thread(s) per run)"
              + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
              f"{DATASETS[dataset][2]}. "
              "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean)."
-             + (f" Knobs set for every Flash-ACE setting: {', '.join(f'{k}={v}' for k, v in extra.items())}." if extra else ""), "",
+             + (f" Knobs set (`--set` for Flash-ACE, `--set-all` for every model): {', '.join(f'{k}={v}' for k, v in extra.items())}." if extra else ""), "",
              markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "params"], rows)]
     ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)
     if ranked:

@@ -4,7 +4,7 @@ trained model.
 
     python benchmarks/stability_diagnosis.py                      # silicon + Cu–Au, default model
     python benchmarks/stability_diagnosis.py --set neighbour_normalization=coordination
-    python benchmarks/stability_diagnosis.py --data silicon --checkpoint RUN/best.ckpt   # a trained model
+    python benchmarks/stability_diagnosis.py --data silicon --checkpoint RUN/best.ckpt ...   # trained models
 
 For every atom of the training frames it records the smooth coordination
 ``n_i = Σ_j f_c(r_ij)``, the per-atom norms of the atomic basis ``A_i`` (after the
@@ -61,7 +61,7 @@ def diagnose(name, overrides, max_frames, r_max=5.0, checkpoint=None):
         set_global_state()
         model = ModelFromCheckpoint(checkpoint)
         model = model["sole_model"] if isinstance(model, torch.nn.ModuleDict) else model
-        overrides = {"checkpoint": str(checkpoint)}
+        overrides = {"checkpoint": str(Path(checkpoint).resolve().relative_to(REPO)) if Path(checkpoint).resolve().is_relative_to(REPO) else str(checkpoint)}
     else:
         model = build_model(config, "float64")
     layers = [m for m in model.modules() if type(m).__name__ == "FlashACELayer"]
@@ -155,12 +155,12 @@ def main():
     parser.add_argument("--data", nargs="+", default=["silicon", "cuau"], choices=sorted(DATA))
     parser.add_argument("--frames", type=int, default=120, help="training frames per data set")
     parser.add_argument("--set", nargs="*", default=[], help="model builder overrides key=value")
-    parser.add_argument("--checkpoint", help="diagnose a trained model (a nequip-train checkpoint) instead of a fresh one")
+    parser.add_argument("--checkpoint", nargs="+", default=[None], help="diagnose trained models (nequip-train checkpoints) instead of a fresh one")
     parser.add_argument("--out", default="stability_diagnosis")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
-    report([diagnose(d, overrides, args.frames, checkpoint=args.checkpoint) for d in args.data], args.out)
+    report([diagnose(d, overrides, args.frames, checkpoint=c) for c in args.checkpoint for d in args.data], args.out)
 
 
 if __name__ == "__main__":

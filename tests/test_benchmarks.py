@@ -74,7 +74,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "defaults": 7, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -96,8 +96,21 @@ def test_study_settings_compose(tmp_path):
     )
     assert cfg.chemical_symbols == ["Si"] and cfg.num_heads == 0 and cfg.max_epochs == 10
     assert cfg.data_dir.endswith("data/silicon_gfn1")
-    with pytest.raises(ValueError, match="choose peers, depth, ablation, local or stability"):
+    with pytest.raises(ValueError, match="choose peers, defaults, depth, ablation, local or stability"):
         accuracy_budget.settings_for("width")
+
+
+def test_stability_report_measures_rebounds_and_spread():
+    """The diverse-structures checks: worst ratio to the best-so-far after epoch 3, seed spread."""
+    assert accuracy_budget.worst_rebound([0.5, 0.4, 0.3, 0.2, 0.1]) == 1.0
+    # epochs 1-3 may wobble freely; epoch 5 is 1.5x the best so far (0.2 at epoch 4)
+    assert accuracy_budget.worst_rebound([0.5, 0.9, 0.3, 0.2, 0.3, 0.19]) == pytest.approx(1.5)
+    assert accuracy_budget.worst_rebound([0.5, 0.9, 0.3]) == 1.0
+    runs = [{"name": "a", "seed": s, "test_force_mae": f, "curve_val_force_mae": [0.4, 0.3, 0.35, 0.3]}
+            for s, f in ((0, 0.30), (1, 0.36))]
+    text = accuracy_budget.stability_table(runs)
+    assert "| a | 0 | 0.400 | 0.300 | 0.350 | 0.300 | 1.00 |" in text
+    assert "spread (max − min) / mean = 18 %" in text
 
 
 @pytest.mark.slow

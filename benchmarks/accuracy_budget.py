@@ -66,9 +66,8 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # (message passing, pair_style nequip) vs 1 layer (strictly local, pair_style
         # allegro on many ranks), attention on and off
         models = peer_models(param_matched_widths(types))
-        settings = {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None),
-                    "flash_ace_1L": ("flash_ace", {"num_layers": 1}, None),
-                    "flash_ace_1L_no_attention": ("flash_ace", {"num_layers": 1, "num_heads": 0}, None)}
+        settings = {f"flash_ace_{layers}L{'' if heads else '_no_attention'}": ("flash_ace", {"num_layers": layers, "num_heads": heads}, None)
+                    for layers in (2, 1) for heads in (4, 0)}
         settings.update({name: ("flash_ace", {}, kwargs) for name, kwargs in models.items() if not name.startswith("flash_ace")})
         return settings
     if study == "stability":
@@ -269,7 +268,7 @@ def comparisons(study, summary):
     elif study == "local":
         pairs = [("flash_ace_local_1L", "flash_ace_2L")]
     elif study == "defaults":
-        pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
+        pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
     elif study == "stability":
         pairs = [("flash_ace", "nequip"), ("flash_ace", "flash_ace_no_attention"), ("flash_ace", "allegro"),

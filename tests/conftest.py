@@ -16,9 +16,9 @@ def data_subset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_attention_f64(tmp_path_factory, data_subset):
-    """The default 2-layer attention model, float64: (run_dir, nequip-train process)."""
+    """The 2-layer (message-passing) attention model, float64: (run_dir, nequip-train process)."""
     run_dir = tmp_path_factory.mktemp("train") / "run_attention_f64"
-    proc = nequip_train(run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16")
+    proc = nequip_train(run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16", "num_layers=2")
     return run_dir, proc
 
 
@@ -26,7 +26,7 @@ def run_attention_f64(tmp_path_factory, data_subset):
 def run_backbone_f32(tmp_path_factory, data_subset):
     """The 2-layer backbone without attention, float32: run_dir."""
     run_dir = tmp_path_factory.mktemp("train") / "run_backbone_f32"
-    nequip_train(run_dir, data_subset, "max_epochs=1", "model_dtype=float32", "num_heads=0", "num_features=16")
+    nequip_train(run_dir, data_subset, "max_epochs=1", "model_dtype=float32", "num_heads=0", "num_features=16", "num_layers=2")
     return run_dir
 
 

@@ -97,8 +97,8 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         return {f"4L_att_{name}": ("flash_ace_deep", dict(base, **knobs), None) for name, knobs in variants.items()}
     if study == "local":
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
-        # allegro) next to the 2-layer default (pair_style nequip, one rank)
-        return {"flash_ace_2L": ("flash_ace", {}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
+        # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
+        return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
     raise ValueError(f"unknown study {study!r}; choose peers, defaults, depth, ablation, local or stability")
 
 

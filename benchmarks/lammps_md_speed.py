@@ -1,5 +1,6 @@
-"""MD speed in a real LAMMPS: Flash-ACE (2-layer default through pair_style nequip; the
-strictly local one-layer preset through pair_style allegro on 1 and 2 MPI ranks),
+"""MD speed in a real LAMMPS: Flash-ACE (2 layers, message passing, through pair_style
+nequip; the strictly local one-layer model, the default, through pair_style allegro on 1
+and 2 MPI ranks),
 tutorial NequIP (pair_style nequip) and tutorial Allegro (pair_style allegro), same cell.
 
     python benchmarks/lammps_md_speed.py                 # 864-atom Cu-Au cell, 100 steps
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # name -> (config, knob overrides, model kwargs or None, compile target, pair style, [(ranks, threads)])
 CASES = {
-    "flash_ace (2 layers)": ("flash_ace", {}, None, "pair_nequip", "nequip", [(1, 2)]),
+    "flash_ace (2 layers)": ("flash_ace", {"num_layers": 2}, None, "pair_nequip", "nequip", [(1, 2)]),
     "flash_ace_local (1 layer)": ("flash_ace_local", {}, None, "pair_allegro", "allegro", [(1, 2), (2, 1)]),
     "nequip (tutorial)": ("flash_ace", {}, "nequip", "pair_nequip", "nequip", [(1, 2)]),
     "allegro (tutorial)": ("flash_ace", {}, "allegro", "pair_allegro", "allegro", [(1, 2), (2, 1)]),

@@ -210,7 +210,9 @@ def make_tasks(args):
 def check_kpoints(path, max_repeat):
     """Energy per atom of some frames of ``path`` computed in n×n×n supercells, n = 1..max_repeat."""
     frames = read(path, index=":")
-    picks = [f for f in frames if f.info.get("source") == "prototype_fcc"][:1]
+    # the densest close-packed cells (fcc and hcp near 12.2 Å³/atom) and the first random cell
+    picks = [f for f in frames if f.info.get("source") in ("prototype_fcc", "prototype_hcp")
+             and abs(f.info["volume_per_atom"] - 12.2) < 0.1][:2]
     picks += [f for f in frames if f.info.get("source") == "random"][:1]
     for frame in picks:
         energies = []
@@ -226,7 +228,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check-kpoints", metavar="XYZ", help="only print how the energy per atom of some frames of "
                         "this file converges with the supercell (1x1x1 up to --max-repeat)")
-    parser.add_argument("--max-repeat", type=int, default=3)
+    parser.add_argument("--max-repeat", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).parent / "silicon_gfn1"))
     parser.add_argument("--random", type=int, default=340, help="random cells (single points)")
     parser.add_argument("--relaxed", type=int, default=60, help="random cells relaxed for 3 and 10 steps")

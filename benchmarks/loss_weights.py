@@ -12,6 +12,7 @@ Writes benchmarks/results/loss_weights.{md,png}; runs under benchmarks/runs/loss
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def read_run(name):
 
 def report():
     runs = {name: read_run(name) for name in RUN_SET if (RUNS / "loss_weights" / name / "csv" / "metrics.csv").exists()}
-    lines = ["# Loss weights at equal epochs", "", "```", __import__("json").dumps(provenance(), indent=1), "```", "",
+    lines = ["# Loss weights at equal epochs", "", "```", json.dumps(provenance(), indent=1), "```", "",
              "Shipped configs, only `forces_weight` changed; validation MAE after every epoch "
              "(F meV/Å, E meV/atom, σ meV/Å³) and the test run of the best checkpoint.", ""]
     rows = []

@@ -105,9 +105,9 @@ def FlashACEModel(
     )
     _check(int(num_features) >= 1, f"`num_features` must be >= 1, got {num_features}")
     _check(int(num_radial) >= 1, f"`num_radial` must be >= 1, got {num_radial}")
-    # `correlation_order` (ProductBasis), `num_features` vs `num_heads` and
-    # `avg_num_neighbors` (FlashACELayer) are validated by the modules that need them,
-    # with the same one-line errors
+    # `correlation_order` (ProductBasis), `num_features` vs `num_heads`,
+    # `neighbour_normalization` and `avg_num_neighbors` (FlashACELayer) are validated by
+    # the modules that need them, with the same one-line errors
     _check(int(num_heads) >= 0, f"`num_heads` must be >= 0 (0 = no attention), got {num_heads}")
     if num_heads > 0:
         _check(attention_head_dim >= 1, f"`attention_head_dim` must be >= 1, got {attention_head_dim}")
@@ -159,10 +159,6 @@ def FlashACEModel(
         "radial_encode": radial_encode,
     })
     prev_irreps = radial_encode.irreps_out
-    _check(
-        neighbour_normalization in ("average", "coordination"),
-        f"`neighbour_normalization` must be 'average' or 'coordination', got {neighbour_normalization!r}",
-    )
     if num_heads > 0 or neighbour_normalization == "coordination":
         # the envelope f_c(r_ij) (attention, coordination) is the cutoff the radial basis uses
         envelope = AddRadialCutoffToData(

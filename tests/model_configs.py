@@ -43,3 +43,10 @@ ATTENTION_NU2 = dict(
     attention_head_dim=4,
     attention_temperature_init=1.0,
 )
+# the environment-aware query in a strictly local (one-layer) model
+ATTENTION_ENVIRONMENT_LOCAL = dict(
+    ATTENTION_NU2,
+    num_layers=1,
+    correlation_order=3,
+    attention_score_inputs="environment",
+)

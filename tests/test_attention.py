@@ -11,6 +11,21 @@ from nequip_flash_ace.nn.layer import FlashACELayer
 from helpers import build_model, energy_and_forces, make_data
 from model_configs import ATTENTION_NU2
 
+# every option that changes what the attention or the normalisation computes; the
+# physics tests below run on each (on top of ATTENTION_NU2: 2 layers, 2 heads, τ = 1)
+VARIANTS = {
+    "backbone": dict(num_heads=0),
+    "attention": dict(),
+    "backbone-coordination": dict(num_heads=0, neighbour_normalization="coordination"),
+    "attention-coordination": dict(neighbour_normalization="coordination"),
+    "attention-environment": dict(attention_score_inputs="environment"),
+}
+WITH_ATTENTION = [k for k, v in VARIANTS.items() if v.get("num_heads", 2) > 0]
+
+
+def _coordination(envelope, centers, num_centers):
+    return 1.0 + torch.zeros(num_centers, 1, dtype=envelope.dtype).index_add(0, centers, envelope.reshape(-1, 1))
+
 
 def _random_graph(num_centers=5, num_edges=17, heads=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -56,16 +71,13 @@ def test_segment_softmax_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(fn, inputs)
 
 
-def test_neighbour_attention_gradgradcheck():
+@pytest.mark.parametrize("score_inputs", ["pair", "environment"])
+def test_neighbour_attention_gradgradcheck(score_inputs):
     torch.manual_seed(0)
-    with torch.random.fork_rng():
-        torch.set_default_dtype(torch.float64)
-        try:
-            att = NeighbourAttention(
-                num_scalar_features=4, num_radial=3, num_heads=2, head_dim=2, num_types=2, initial_temperature=0.7
-            )
-        finally:
-            torch.set_default_dtype(torch.float64)
+    att = NeighbourAttention(
+        num_scalar_features=4, num_radial=3, num_heads=2, head_dim=2, num_types=2, initial_temperature=0.7,
+        score_inputs=score_inputs,
+    ).double()
     centers = torch.tensor([0, 0, 1, 2, 2, 2])
     neighbours = torch.tensor([1, 2, 0, 0, 1, 1])
     types = torch.tensor([0, 1, 1])
@@ -74,16 +86,19 @@ def test_neighbour_attention_gradgradcheck():
     env = (torch.rand(6, 1, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
 
     def fn(h, radial, env):
-        return att(h, h, radial, env, centers, neighbours, types)
+        return att(h, h, radial, env, centers, neighbours, types, _coordination(env, centers, 3))
 
     assert torch.autograd.gradcheck(fn, (h, radial, env))
     assert torch.autograd.gradgradcheck(fn, (h, radial, env))
 
 
-def test_attention_starts_uniform_in_the_model():
+@pytest.mark.parametrize("score_inputs", ["pair", "environment"])
+def test_attention_starts_uniform_in_the_model(score_inputs):
     """Default initialisation: w_ij = f_c(r_ij) for every head and edge, whatever the
     (random) query/key projections and features — training starts from the backbone."""
-    config = dict(ATTENTION_NU2, attention_temperature_init=0.0, num_heads=4, num_features=8)
+    config = dict(
+        ATTENTION_NU2, attention_temperature_init=0.0, num_heads=4, num_features=8, attention_score_inputs=score_inputs
+    )
     model = build_model(config, "float64")
     rng = np.random.default_rng(3)
     data = make_data(rng.uniform(0, 5, (9, 3)), rng.integers(0, 3, 9), config["r_max"], cell=np.eye(3) * 5.0)
@@ -130,8 +145,44 @@ def test_uniform_scores_reduce_to_plain_ace_sum():
     w = att(
         torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64),
         torch.randn(6, 3, dtype=torch.float64), env, centers, neighbours, torch.tensor([0, 1, 1]),
+        _coordination(env, centers, 3),
     )
     torch.testing.assert_close(w, env.expand(-1, 2), atol=1e-14, rtol=0)
+
+
+def test_environment_query_matches_the_formula_atom_by_atom():
+    """score_inputs="environment": s_ij = τ (W_q h_i + W_e [ρ_i, ln c_i]) · k_ij / √d with
+    c_i = 1 + Σ_j f_c(r_ij) and ρ_i = Σ_j u_ij / c_i, evaluated centre by centre (float64)."""
+    torch.manual_seed(1)
+    att = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.8, score_inputs="environment").double()
+    with torch.no_grad():
+        att.sink_score.normal_()
+    centers = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    neighbours = torch.tensor([1, 2, 0, 0, 1, 3, 2])
+    types = torch.tensor([0, 1, 1, 0])
+    h = torch.randn(4, 4, dtype=torch.float64)
+    radial = torch.randn(7, 3, dtype=torch.float64)
+    env = torch.rand(7, 1, dtype=torch.float64) * 0.9 + 0.05
+    w = att(h, h, radial, env, centers, neighbours, types, _coordination(env, centers, 4))
+    for i in range(4):
+        mine = (centers == i).nonzero().view(-1)
+        c = 1.0 + env[mine].sum()
+        rho = radial[mine].sum(0) / c
+        q = att.query(h[i : i + 1]) + att.query_environment(torch.cat([rho, c.log().view(1)]).view(1, -1))
+        k = att.key_features(h[neighbours[mine]]) + att.key_radial(radial[mine])
+        s = (q * k).view(-1, 2, 2).sum(-1) * att.score_temperature / np.sqrt(2)
+        num = env[mine] * torch.exp(s)
+        a = num / (torch.exp(att.sink_score[types[i]]) + num.sum(0))
+        torch.testing.assert_close(w[mine], c * a, atol=1e-12, rtol=0)
+    # the environment changes the scores: the same edges without it give other weights
+    pair = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.8).double()
+    pair.load_state_dict({k: v for k, v in att.state_dict().items() if not k.startswith("query_environment")})
+    assert (pair(h, h, radial, env, centers, neighbours, types, _coordination(env, centers, 4)) - w).abs().max() > 1e-6
+
+
+def test_unknown_score_inputs_are_refused():
+    with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment'\], got 'density'"):
+        build_model(dict(ATTENTION_NU2, attention_score_inputs="density"), "float64")
 
 
 def _dimer_trimer_positions(distance):
@@ -173,15 +224,14 @@ def test_force_training_double_backward_matches_finite_differences():
         assert abs(numeric - grad[idx].item()) <= 1e-6 * max(1.0, abs(numeric)), (name, numeric, grad[idx].item())
 
 
-@pytest.mark.parametrize("num_heads", [0, 2])
-@pytest.mark.parametrize("normalization", ["average", "coordination"])
-def test_neighbour_crossing_cutoff_is_smooth(num_heads, normalization):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_neighbour_crossing_cutoff_is_smooth(variant):
     """Slide one atom across r_max in 1e-4 Å steps (float64); no jump in E or F.
 
     The neighbour list is rebuilt at every step, so the edge appears/disappears
     exactly at r_max, as in MD.
     """
-    config = dict(ATTENTION_NU2, num_heads=num_heads, neighbour_normalization=normalization)
+    config = dict(ATTENTION_NU2, **VARIANTS[variant])
     r_max = config["r_max"]
     model = build_model(config, "float64")
     step = 1e-4
@@ -215,9 +265,9 @@ def test_neighbour_crossing_cutoff_is_smooth(num_heads, normalization):
     assert abs(inside[0] - inside[1]) > 1e-6
 
 
-@pytest.mark.parametrize("normalization", ["average", "coordination"])
-def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift(normalization):
-    model = build_model(dict(ATTENTION_NU2, neighbour_normalization=normalization), "float64")
+@pytest.mark.parametrize("variant", WITH_ATTENTION)
+def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift(variant):
+    model = build_model(dict(ATTENTION_NU2, **VARIANTS[variant]), "float64")
     shifts = ATTENTION_NU2["per_type_energy_shifts"]
     names = ATTENTION_NU2["type_names"]
     for t in range(3):
@@ -229,11 +279,10 @@ def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift(normalizatio
     assert abs(e.item() - sum(shifts.values())) < 1e-12
 
 
-@pytest.mark.parametrize("num_heads", [0, 2])
-@pytest.mark.parametrize("normalization", ["average", "coordination"])
-def test_permutation_invariance(num_heads, normalization):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_permutation_invariance(variant):
     """Relabelling atoms (and so reordering the edge list) permutes per-atom outputs."""
-    config = dict(ATTENTION_NU2, num_heads=num_heads, neighbour_normalization=normalization)
+    config = dict(ATTENTION_NU2, **VARIANTS[variant])
     model = build_model(config, "float64")
     rng = np.random.default_rng(0)
     pos = rng.uniform(0, 3.0, size=(7, 3))
@@ -276,8 +325,8 @@ def test_num_heads_zero_is_the_plain_backbone():
 
 def test_every_parameter_gets_a_gradient():
     """No unused parameters (DDP without find_unused_parameters), with and without attention."""
-    for num_heads in (0, 2):
-        model = build_model(dict(ATTENTION_NU2, num_heads=num_heads, per_type_energy_scales_trainable=True,
+    for variant in VARIANTS.values():
+        model = build_model(dict(ATTENTION_NU2, **variant, per_type_energy_scales_trainable=True,
                                  per_type_energy_shifts_trainable=True), "float64")
         data = make_data(_dimer_trimer_positions(2.0), [0, 1, 2, 1], 4.0)
         model.train()
@@ -289,10 +338,10 @@ def test_every_parameter_gets_a_gradient():
         assert not unused, unused
 
 
-@pytest.mark.parametrize("normalization", ["average", "coordination"])
-def test_extensivity_of_copies(normalization):
+@pytest.mark.parametrize("variant", WITH_ATTENTION)
+def test_extensivity_of_copies(variant):
     """Two far-apart copies of a structure have twice the energy (size extensivity)."""
-    model = build_model(dict(ATTENTION_NU2, neighbour_normalization=normalization), "float64")
+    model = build_model(dict(ATTENTION_NU2, **VARIANTS[variant]), "float64")
     pos = np.array(_dimer_trimer_positions(2.0))
     types = [0, 1, 2, 1]
     e1, f1, _ = energy_and_forces(model, make_data(pos, types, 4.0))

@@ -220,7 +220,15 @@ def _reference(full, atoms):
     return ref[K.PER_ATOM_ENERGY_KEY].view(-1).detach().numpy(), ref[K.FORCE_KEY].detach().numpy()
 
 
-@pytest.mark.parametrize("config", [ATTENTION_NU2, dict(BACKBONE_NU3, pair_potential=None, num_layers=3)], ids=["attention", "backbone3layers"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ATTENTION_NU2,
+        dict(ATTENTION_NU2, attention_score_inputs="environment"),
+        dict(BACKBONE_NU3, pair_potential=None, num_layers=3),
+    ],
+    ids=["attention", "attention-environment", "backbone3layers"],
+)
 @pytest.mark.parametrize("num_ranks", [2, 3])
 def test_domain_decomposition_matches_single_domain(config, num_ranks):
     config = dict(config, r_max=R_MAX)

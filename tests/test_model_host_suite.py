@@ -14,7 +14,7 @@ import pytest
 from nequip.utils.unittests.model_tests import BaseEnergyModelTests
 from nequip.utils.unittests.utils import resolve_saved_model_path, run_nequip_compile
 
-from model_configs import ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
+from model_configs import ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
 
 
 class _FlashACEHostTests(BaseEnergyModelTests):
@@ -88,3 +88,14 @@ class TestAttentionNu2(_FlashACEHostTests):
 
     model_config = ATTENTION_NU2
     compile_dtypes = ("float32",)
+
+
+class TestAttentionEnvironmentLocal(_FlashACEHostTests):
+    """One layer, attention whose query sees the neighbourhood (``environment``), ν = 3:
+    the host's partial-forces test checks strict locality (forces only on neighbours)."""
+
+    model_config = ATTENTION_ENVIRONMENT_LOCAL
+
+    @pytest.fixture
+    def strict_locality(self):
+        return True

@@ -43,6 +43,7 @@ def FlashACEModel(
     num_heads: int = 4,
     attention_head_dim: int = 8,
     attention_temperature_init: float = 0.0,
+    attention_score_inputs: str = "pair",
     radial_mlp_depth: int = 2,
     radial_mlp_width: int = 64,
     readout_mlp_hidden_layers_depth: int = 1,
@@ -77,6 +78,7 @@ def FlashACEModel(
         num_heads (int): attention heads; ``0`` switches attention off and gives the plain ACE backbone (default ``4``)
         attention_head_dim (int): query/key width per head (default ``8``)
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
+        attention_score_inputs (str): what the attention query sees: ``pair`` (default), the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded)
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
         readout_mlp_hidden_layers_depth (int), readout_mlp_hidden_layers_width (int): last layer's readout MLP (default ``1``, ``16``); the other layers read out linearly
         readout_mlp_nonlinearity (str): readout MLP nonlinearity (default ``silu``)
@@ -184,6 +186,7 @@ def FlashACEModel(
             num_heads=num_heads,
             attention_head_dim=attention_head_dim,
             attention_temperature_init=attention_temperature_init,
+            attention_score_inputs=attention_score_inputs,
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,
             readout_mlp_hidden_layers_width=readout_mlp_hidden_layers_width if is_last else None,
             readout_mlp_nonlinearity=readout_mlp_nonlinearity,

@@ -66,15 +66,32 @@ def smooth_segment_softmax(
     return numerator / torch.index_select(denominator, 0, edge_center)
 
 
+SCORE_INPUTS = ("pair", "environment")
+
+
 class NeighbourAttention(torch.nn.Module):
     r"""Multi-head invariant attention weights for the atomic-basis sum.
 
     Scores are ``s_ij = τ_h q_i · k_ij / sqrt(d)`` per head ``h`` with
-    ``q_i = W_q h_i^{(0)}`` from the centre's scalar features and
     ``k_ij = W_k h_j^{(0)} + W_r u_ij`` from the neighbour's scalar features plus the
-    (species-pair modulated) radial embedding ``u_ij`` of the edge, and a learned
-    per-head temperature ``τ_h`` that starts at zero. The sink score is a learnable
-    per-species, per-head bias (zero at the start). The returned edge weights are
+    (species-pair modulated, cutoff-multiplied) radial embedding ``u_ij`` of the
+    edge, a learned per-head temperature ``τ_h`` that starts at zero, and a query
+    set by ``score_inputs``:
+
+    - ``"pair"``: ``q_i = W_q h_i^{(0)}``, the centre's scalar features. In the
+      first layer ``h^{(0)}`` is the type embedding, so the scores see only the
+      species pair and the distance: a reweighting the radial MLP could learn
+      itself, apart from the softmax's normalisation;
+    - ``"environment"``: ``q_i = W_q h_i^{(0)} + W_e [ρ_i, ln c_i]`` with
+      ``c_i = 1 + Σ_j f_c(r_ij)`` the smooth coordination and
+      ``ρ_i = (1/c_i) Σ_j u_ij`` the mean radial embedding of the neighbourhood
+      (``num_radial`` values). The query then knows how dense and what kind the
+      environment is already in the first layer. Both inputs stay bounded (or grow
+      as ``ln n``) from a dimer to a compressed crystal, are smooth at the cutoff
+      and come from ``i``'s own edges, so a one-layer model stays strictly local.
+
+    The sink score is a learnable per-species, per-head bias (zero at the start).
+    The returned edge weights are
 
     .. math::
         w_{ij} = \Big(1 + \sum_k f_c(r_{ik})\Big)\, a_{ij}
@@ -98,6 +115,7 @@ class NeighbourAttention(torch.nn.Module):
         num_types: number of species (for the sink scores)
         initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
             ``1`` starts from the random query/key projections)
+        score_inputs: what the query sees, ``"pair"`` (default) or ``"environment"``
 
     Shapes: see :meth:`forward`.
     """
@@ -110,13 +128,22 @@ class NeighbourAttention(torch.nn.Module):
         head_dim: int,
         num_types: int,
         initial_temperature: float = 0.0,
+        score_inputs: str = "pair",
     ) -> None:
         super().__init__()
+        if score_inputs not in SCORE_INPUTS:
+            raise ValueError(
+                f"`attention_score_inputs` must be one of {list(SCORE_INPUTS)}, got {score_inputs!r}"
+            )
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.query = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
         self.key_features = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
         self.key_radial = ScalarMLPFunction(num_radial, num_heads * head_dim)
+        self.query_environment = None
+        if score_inputs == "environment":
+            self.query_environment = ScalarMLPFunction(num_radial + 1, num_heads * head_dim)
+        self.score_inputs = score_inputs
         self.sink_score = torch.nn.Parameter(torch.zeros(num_types, num_heads))
         self.score_temperature = torch.nn.Parameter(torch.full((num_heads,), float(initial_temperature)))
         self.inv_sqrt_d = 1.0 / math.sqrt(head_dim)
@@ -141,6 +168,7 @@ class NeighbourAttention(torch.nn.Module):
         edge_center: torch.Tensor,
         edge_neighbour: torch.Tensor,
         center_types: torch.Tensor,
+        center_coordination: torch.Tensor,
     ) -> torch.Tensor:
         """
         Args:
@@ -150,22 +178,24 @@ class NeighbourAttention(torch.nn.Module):
             edge_envelope: ``(num_edges, 1)``, the cutoff function ``f_c(r_ij)``
             edge_center, edge_neighbour: ``(num_edges,)``
             center_types: ``(num_centers,)``
+            center_coordination: ``(num_centers, 1)``, ``c_i = 1 + Σ_j f_c(r_ij)``
+                (the layer computes it once for attention and normalisation)
 
         Returns:
             ``(num_edges, H)`` edge weights ``w_ij``
         """
         num_centers = center_scalars.shape[0]
         q = self.query(center_scalars)
+        if self.query_environment is not None:
+            mean_radial = scatter(edge_radial, edge_center, dim=0, dim_size=num_centers) / center_coordination
+            q = q + self.query_environment(torch.cat([mean_radial, torch.log(center_coordination)], dim=1))
         k = torch.index_select(self.key_features(neighbour_scalars), 0, edge_neighbour)
         k = k + self.key_radial(edge_radial)
         q = torch.index_select(q, 0, edge_center)
         scores = (q * k).view(-1, self.num_heads, self.head_dim).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
         sink = torch.index_select(self.sink_score, 0, center_types)
         a = smooth_segment_softmax(scores, edge_envelope, sink, edge_center, num_centers)
-        coordination = 1.0 + scatter(
-            edge_envelope.reshape(-1, 1), edge_center, dim=0, dim_size=num_centers
-        )
-        return a * torch.index_select(coordination, 0, edge_center)
+        return a * torch.index_select(center_coordination, 0, edge_center)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, score_inputs={self.score_inputs!r}"

@@ -92,6 +92,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         num_heads: int = 0,
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
+        attention_score_inputs: str = "pair",
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
@@ -172,6 +173,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 head_dim=attention_head_dim,
                 num_types=num_types,
                 initial_temperature=attention_temperature_init,
+                score_inputs=attention_score_inputs,
             )
 
         # === 3. product basis ===
@@ -255,6 +257,13 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             torch.index_select(atom_types, 0, edge_neighbour),
         )
         edge_weight = self.radial(pair_embedding)
+        coordination = None
+        if self.attention is not None or self.normalize_by_coordination:
+            # smooth coordination c_i = 1 + Σ_j f_c(r_ij), (num_local, 1): shared by
+            # the attention (its rescaling) and the coordination normalisation
+            coordination = 1.0 + scatter(
+                data[AtomicDataDict.EDGE_CUTOFF_KEY].reshape(-1, 1), edge_center, dim=0, dim_size=num_local
+            )
         if self.attention is not None:
             scalars = x.narrow(1, 0, self.num_features)
             w = self.attention(
@@ -265,6 +274,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 edge_center=edge_center,
                 edge_neighbour=edge_neighbour,
                 center_types=local_types,
+                center_coordination=coordination,
             )  # (E, H)
             # every head owns a contiguous group of channels; uvu weights are laid out
             # as (path, channel), so the head weight broadcasts over paths
@@ -279,10 +289,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             edge_center,
             edge_neighbour,
         )[:num_local]
-        if self.normalize_by_coordination:
-            coordination = 1.0 + scatter(
-                data[AtomicDataDict.EDGE_CUTOFF_KEY].reshape(-1, 1), edge_center, dim=0, dim_size=num_local
-            )
+        if coordination is not None and self.normalize_by_coordination:
             a = a / coordination
         elif self.inverse_avg_num_neighbors.numel() == 1:
             a = a * self.inverse_avg_num_neighbors

@@ -8,6 +8,7 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
     python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
     python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60   # equal epochs
+    python benchmarks/accuracy_budget.py --study scores --budget-min 2.5 --seeds 0 1   # what the attention scores see
 
 Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
 (`flash_ace` or `flash_ace_deep`), composed by Hydra, so data split, loss, optimiser,
@@ -76,6 +77,13 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         return {"flash_ace": ("flash_ace", {}, None), "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None),
                 "flash_ace_nu2": ("flash_ace", {"correlation_order": 2}, None),
                 "nequip": ("flash_ace", {}, models["nequip"]), "allegro": ("flash_ace", {}, models["allegro"])}
+    if study == "scores":
+        # what the attention scores should see, at the default depth (one layer: the
+        # features are the type embedding, so "pair" scores see species and distance
+        # only); attention off is the bar attention has to clear
+        return {"flash_ace": ("flash_ace", {}, None),
+                "flash_ace_environment": ("flash_ace", {"+training_module.model.attention_score_inputs": "environment"}, None),
+                "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None)}
     if study == "depth":
         # naive: the 2-layer config with only depth (and attention) changed;
         # coupled: the deep preset (lr 1e-3, clip 5, energy warm-up, batch 8 x 2, faster scheduler)
@@ -99,7 +107,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, defaults, depth, ablation, local or stability")
+    raise ValueError(f"unknown study {study!r}; choose peers, defaults, scores, depth, ablation, local or stability")
 
 
 def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float,
@@ -177,7 +185,7 @@ def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "defaults", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--study", choices=["peers", "defaults", "scores", "depth", "ablation", "local", "stability"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -270,6 +278,9 @@ def comparisons(study, summary):
     elif study == "defaults":
         pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
+    elif study == "scores":
+        pairs = [("flash_ace", "flash_ace_no_attention"), ("flash_ace_environment", "flash_ace_no_attention"),
+                 ("flash_ace_environment", "flash_ace")]
     elif study == "stability":
         pairs = [("flash_ace", "nequip"), ("flash_ace", "flash_ace_no_attention"), ("flash_ace", "allegro"),
                  ("flash_ace_no_attention", "nequip")]

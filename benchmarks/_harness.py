@@ -71,9 +71,10 @@ def count_params(kwargs: dict, type_names, r_max: float = 5.0) -> int:
     return sum(p.numel() for p in build_peer(kwargs, type_names, r_max).parameters())
 
 
-def param_matched_widths(type_names) -> dict:
-    """Widths of NequIP and Allegro whose parameter count is closest to default Flash-ACE's."""
-    target = count_params(FLASH_ACE, type_names)
+def param_matched_widths(type_names, flash_kwargs: dict = FLASH_ACE) -> dict:
+    """Widths of NequIP and Allegro whose parameter count is closest to Flash-ACE's
+    (``flash_kwargs``: the builder's defaults unless a config's knobs are given)."""
+    target = count_params(flash_kwargs, type_names)
     return {
         "nequip": min(range(8, 129, 4), key=lambda w: abs(count_params(nequip_kwargs(w), type_names) - target)),
         "allegro": min(range(32, 161, 8), key=lambda w: abs(count_params(allegro_kwargs(w), type_names) - target)),

@@ -45,7 +45,23 @@ DATASETS = {
     "silicon": ("flash_ace_silicon", ["Si"], "bundled diverse Si GFN1-xTB set (random, relaxed and distorted crystals; "
                 "random split 80/10/10)"),
 }
-FLASH_KNOBS = ("num_layers", "num_heads", "l_max", "num_radial", "num_features", "correlation_order")
+FLASH_KNOBS = ("num_layers", "num_heads", "attention_score_inputs", "l_max", "num_radial", "num_features",
+               "correlation_order")
+
+
+def flash_model_kwargs(cfg) -> dict:
+    """The Flash-ACE builder arguments of a composed config's model block (knobs only;
+    reading one entry resolves just its own interpolation, e.g. ``${num_heads}``)."""
+    block = cfg.training_module.model
+    return dict(FLASH_ACE, **{k: block[k] for k in FLASH_KNOBS if k in block})
+
+
+def default_flash_kwargs(dataset: str) -> dict:
+    """The model of the data set's shipped config, as builder arguments."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        return flash_model_kwargs(compose(config_name=DATASETS[dataset][0]))
 
 
 def knob_overrides(knobs: dict) -> list:
@@ -59,30 +75,31 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
     config (``flash_ace_deep``, ``flash_ace_local``) get the data set's data and types."""
     types = DATASETS[dataset][1]
     if study == "peers":
-        models = peer_models(param_matched_widths(types))
+        models = peer_models(param_matched_widths(types, default_flash_kwargs(dataset)))
         return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
                 for name, kwargs in models.items() if name != "flash_ace_no_attention"}
     if study == "defaults":
         # the peers study plus the depth/attention candidates for the default: 2 layers
         # (message passing, pair_style nequip) vs 1 layer (strictly local, pair_style
         # allegro on many ranks), attention on and off
-        models = peer_models(param_matched_widths(types))
+        models = peer_models(param_matched_widths(types, default_flash_kwargs(dataset)))
         settings = {f"flash_ace_{layers}L{'' if heads else '_no_attention'}": ("flash_ace", {"num_layers": layers, "num_heads": heads}, None)
                     for layers in (2, 1) for heads in (4, 0)}
         settings.update({name: ("flash_ace", {}, kwargs) for name, kwargs in models.items() if not name.startswith("flash_ace")})
         return settings
     if study == "stability":
-        # the diverse-structures issue's table: default, attention off, ν = 2, and the peers
+        # the diverse-structures issue's table: the default (attention off since it was
+        # measured), attention on, ν = 2, and the peers
         models = peer_models()
-        return {"flash_ace": ("flash_ace", {}, None), "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None),
+        return {"flash_ace": ("flash_ace", {}, None), "flash_ace_attention": ("flash_ace", {"num_heads": 4}, None),
                 "flash_ace_nu2": ("flash_ace", {"correlation_order": 2}, None),
                 "nequip": ("flash_ace", {}, models["nequip"]), "allegro": ("flash_ace", {}, models["allegro"])}
     if study == "scores":
         # what the attention scores should see, at the default depth (one layer: the
         # features are the type embedding, so "pair" scores see species and distance
         # only); attention off is the bar attention has to clear
-        return {"flash_ace": ("flash_ace", {}, None),
-                "flash_ace_environment": ("flash_ace", {"+training_module.model.attention_score_inputs": "environment"}, None),
+        return {"flash_ace_attention": ("flash_ace", {"num_heads": 4, "attention_score_inputs": "pair"}, None),
+                "flash_ace_environment": ("flash_ace", {"num_heads": 4, "attention_score_inputs": "environment"}, None),
                 "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None)}
     if study == "depth":
         # naive: the 2-layer config with only depth (and attention) changed;
@@ -161,7 +178,11 @@ def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=
     config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
     start = time.time()
     proc = run_training(run_dir, config_dir)
-    params = count_params(model_kwargs or dict(FLASH_ACE, **{k: v for k, v in knobs.items() if k in FLASH_KNOBS}), DATASETS[dataset][1])
+    from omegaconf import OmegaConf
+
+    # the model the run trains: the peer's block, or the composed config's knobs
+    flash = flash_model_kwargs(OmegaConf.load(config_dir / "bench.yaml"))
+    params = count_params(model_kwargs or flash, DATASETS[dataset][1])
     result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
     if proc.returncode != 0:
         result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300]
@@ -279,10 +300,11 @@ def comparisons(study, summary):
         pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
     elif study == "scores":
-        pairs = [("flash_ace", "flash_ace_no_attention"), ("flash_ace_environment", "flash_ace_no_attention"),
-                 ("flash_ace_environment", "flash_ace")]
+        pairs = [("flash_ace_attention", "flash_ace_no_attention"), ("flash_ace_environment", "flash_ace_no_attention"),
+                 ("flash_ace_environment", "flash_ace_attention")]
     elif study == "stability":
-        pairs = [("flash_ace", "nequip"), ("flash_ace", "flash_ace_no_attention"), ("flash_ace", "allegro"),
+        pairs = [("flash_ace", "nequip"), ("flash_ace", "allegro"), ("flash_ace_attention", "flash_ace"),
+                 ("flash_ace_attention", "flash_ace_no_attention"), ("flash_ace_attention", "nequip"),
                  ("flash_ace_no_attention", "nequip")]
     return [line for line in (ratio(a, b) for a, b in pairs) if line]
 

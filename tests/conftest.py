@@ -18,7 +18,9 @@ def data_subset(tmp_path_factory):
 def run_attention_f64(tmp_path_factory, data_subset):
     """The 2-layer (message-passing) attention model, float64: (run_dir, nequip-train process)."""
     run_dir = tmp_path_factory.mktemp("train") / "run_attention_f64"
-    proc = nequip_train(run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16", "num_layers=2")
+    proc = nequip_train(
+        run_dir, data_subset, "max_epochs=2", "model_dtype=float64", "num_features=16", "num_layers=2", "num_heads=4"
+    )
     return run_dir, proc
 
 
@@ -32,10 +34,13 @@ def run_backbone_f32(tmp_path_factory, data_subset):
 
 @pytest.fixture(scope="session")
 def run_local_f64(tmp_path_factory, data_subset):
-    """The strictly local preset (configs/flash_ace_local.yaml, one layer), float64: run_dir."""
+    """The strictly local preset (configs/flash_ace_local.yaml, one layer), float64, with
+    attention whose query sees the neighbourhood (the option that reads most of an
+    atom's surroundings, so the one a domain split would break first): run_dir."""
     run_dir = tmp_path_factory.mktemp("train") / "run_local_f64"
     nequip_train(
-        run_dir, data_subset, "max_epochs=1", "model_dtype=float64", "num_features=16", config_name="flash_ace_local"
+        run_dir, data_subset, "max_epochs=1", "model_dtype=float64", "num_features=16",
+        "num_heads=4", "attention_score_inputs=environment", config_name="flash_ace_local",
     )
     return run_dir
 

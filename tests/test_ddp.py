@@ -74,8 +74,8 @@ def _logged(run_dir, key):
 def test_ddp_matches_single_process_attention_on(tmp_path, data):
     # full-batch steps (8 frames = 4 per rank x 2 ranks), so both runs see the same
     # frames in every step whatever order the samplers choose
-    ddp = _train(tmp_path / "ddp", data, "batch_size=4", "max_epochs=2", *DDP)
-    single = _train(tmp_path / "single", data, "batch_size=8", "max_epochs=2")
+    ddp = _train(tmp_path / "ddp", data, "batch_size=4", "max_epochs=2", "num_heads=4", *DDP)
+    single = _train(tmp_path / "single", data, "batch_size=8", "max_epochs=2", "num_heads=4")
     assert set(ddp) == {0, 1}, "both ranks must finish"
     assert ddp[0]["world_size"] == 2
     # identical replicas, from identical initial parameters

@@ -11,6 +11,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 from workflow_utils import REPO, nequip_train, write_data_subset
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -25,13 +27,15 @@ def _validation_force_mae(run_dir: Path):
     return [float(r["val0_epoch/forces_mae"]) for r in rows]
 
 
-def test_default_model_trains_stably_on_diverse_silicon(tmp_path):
+@pytest.mark.parametrize("overrides", [(), ("num_heads=4",)], ids=["default", "attention"])
+def test_model_trains_stably_on_diverse_silicon(tmp_path, overrides):
     run_dir = tmp_path / "silicon"
     # every second training frame (341 structures, all kinds, all densities), the whole
     # validation split; the model, loss, optimiser, clipping and scheduler as shipped
     data = write_data_subset(tmp_path / "data", n_train=341, n_val=85, n_test=5, source=REPO / "data" / "silicon_gfn1")
     nequip_train(
-        run_dir, data, f"max_epochs={EPOCHS}", "max_time=00:00:30:00", "run=[train]", config_name="flash_ace_silicon",
+        run_dir, data, f"max_epochs={EPOCHS}", "max_time=00:00:30:00", "run=[train]", *overrides,
+        config_name="flash_ace_silicon",
     )
     curve = _validation_force_mae(run_dir)
     assert len(curve) >= EPOCHS, curve  # the sanity-check epoch 0 of Lightning may add one

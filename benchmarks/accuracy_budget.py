@@ -9,6 +9,7 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
     python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60   # equal epochs
     python benchmarks/accuracy_budget.py --study scores --budget-min 2.5 --seeds 0 1   # what the attention scores see
+    python benchmarks/accuracy_budget.py --study knobs --budget-min 2.5 --seeds 0   # one knob at a time
 
 Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
 (`flash_ace` or `flash_ace_deep`), composed by Hydra, so data split, loss, optimiser,
@@ -46,7 +47,7 @@ DATASETS = {
                 "random split 80/10/10)"),
 }
 FLASH_KNOBS = ("num_layers", "num_heads", "attention_score_inputs", "l_max", "num_radial", "num_features",
-               "correlation_order")
+               "correlation_order", "radial_mlp_width", "radial_mlp_depth")
 
 
 def flash_model_kwargs(cfg) -> dict:
@@ -101,6 +102,21 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         return {"flash_ace_attention": ("flash_ace", {"num_heads": 4, "attention_score_inputs": "pair"}, None),
                 "flash_ace_environment": ("flash_ace", {"num_heads": 4, "attention_score_inputs": "environment"}, None),
                 "flash_ace_no_attention": ("flash_ace", {"num_heads": 0}, None)}
+    if study == "knobs":
+        # one knob at a time around the shipped default (one layer, no attention), each
+        # moved down and up: which knob matters on which data, at equal time
+        radial_width = "+training_module.model.radial_mlp_width"
+        variants = {
+            "default": {},
+            "num_features_16": {"num_features": 16}, "num_features_64": {"num_features": 64},
+            "l_max_1": {"l_max": 1}, "l_max_3": {"l_max": 3},
+            "nu_2": {"correlation_order": 2}, "nu_4": {"correlation_order": 4},
+            "num_radial_4": {"num_radial": 4}, "num_radial_12": {"num_radial": 12},
+            "radial_mlp_32": {radial_width: 32}, "radial_mlp_128": {radial_width: 128},
+            "lr_0.005": {"lr": 0.005}, "lr_0.02": {"lr": 0.02},
+            "batch_2": {"batch_size": 2}, "batch_8": {"batch_size": 8},
+        }
+        return {f"flash_ace_{name}": ("flash_ace", knobs, None) for name, knobs in variants.items()}
     if study == "depth":
         # naive: the 2-layer config with only depth (and attention) changed;
         # coupled: the deep preset (lr 1e-3, clip 5, energy warm-up, batch 8 x 2, faster scheduler)
@@ -124,7 +140,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, defaults, scores, depth, ablation, local or stability")
+    raise ValueError(f"unknown study {study!r}; choose peers, defaults, scores, knobs, depth, ablation, local or stability")
 
 
 def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float,
@@ -206,7 +222,7 @@ def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "defaults", "scores", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--study", choices=["peers", "defaults", "scores", "knobs", "depth", "ablation", "local", "stability"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -299,6 +315,8 @@ def comparisons(study, summary):
     elif study == "defaults":
         pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
+    elif study == "knobs":
+        pairs = [(name, "flash_ace_default") for name in summary if name != "flash_ace_default"]
     elif study == "scores":
         pairs = [("flash_ace_attention", "flash_ace_no_attention"), ("flash_ace_environment", "flash_ace_no_attention"),
                  ("flash_ace_environment", "flash_ace_attention")]

@@ -74,7 +74,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "defaults": 8, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "defaults": 8, "scores": 3, "knobs": 15, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -90,13 +90,22 @@ def test_study_settings_compose(tmp_path):
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1
     # another data set: its own config, data folder and types
-    config_name, knobs, _ = accuracy_budget.settings_for("stability", "silicon")["flash_ace_no_attention"]
+    config_name, knobs, _ = accuracy_budget.settings_for("stability", "silicon")["flash_ace_attention"]
     cfg = OmegaConf.load(
         accuracy_budget.write_run_config(tmp_path / "si", config_name, knobs, None, 0, 2.5, "silicon", 10) / "bench.yaml"
     )
-    assert cfg.chemical_symbols == ["Si"] and cfg.num_heads == 0 and cfg.max_epochs == 10
+    assert cfg.chemical_symbols == ["Si"] and cfg.num_heads == 4 and cfg.max_epochs == 10
     assert cfg.data_dir.endswith("data/silicon_gfn1")
-    with pytest.raises(ValueError, match="choose peers, defaults, depth, ablation, local or stability"):
+    # the parameter count follows the model the run trains, knobs outside the top level included
+    assert accuracy_budget.flash_model_kwargs(cfg)["num_heads"] == 4
+    config_name, knobs, _ = accuracy_budget.settings_for("knobs")["flash_ace_radial_mlp_128"]
+    cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "knob", config_name, knobs, None, 0, 2.5) / "bench.yaml")
+    model = accuracy_budget.flash_model_kwargs(cfg)
+    assert model["radial_mlp_width"] == 128 and model["num_layers"] == 1 and model["num_heads"] == 0
+    assert accuracy_budget.default_flash_kwargs("cuau") == accuracy_budget.flash_model_kwargs(
+        OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "default", "flash_ace", {}, None, 0, 2.5) / "bench.yaml")
+    )
+    with pytest.raises(ValueError, match="choose peers, defaults, scores, knobs, depth, ablation, local or stability"):
         accuracy_budget.settings_for("width")
 
 

@@ -67,8 +67,16 @@ def build_peer(kwargs: dict, type_names, r_max: float = 5.0, model_dtype: str = 
         return build_model(config, model_dtype)
 
 
+_PARAM_COUNTS: dict = {}
+
+
 def count_params(kwargs: dict, type_names, r_max: float = 5.0) -> int:
-    return sum(p.numel() for p in build_peer(kwargs, type_names, r_max).parameters())
+    # remembered per (model, types, r_max): the width searches of the peer studies build
+    # the same ~50 models every time they are asked
+    key = (json.dumps(kwargs, sort_keys=True, default=str), tuple(type_names), float(r_max))
+    if key not in _PARAM_COUNTS:
+        _PARAM_COUNTS[key] = sum(p.numel() for p in build_peer(kwargs, type_names, r_max).parameters())
+    return _PARAM_COUNTS[key]
 
 
 def param_matched_widths(type_names, flash_kwargs: dict = FLASH_ACE) -> dict:

@@ -281,9 +281,12 @@ def main():
     energies = np.array([f.get_potential_energy() / len(f) for f in frames])
     forces = np.concatenate([np.abs(f.get_forces()).ravel() for f in frames])
     volumes = np.array([f.info["volume_per_atom"] for f in frames])
+    stress = np.array([np.abs(f.get_stress()).max() for f in frames])
+    sources = {src: sum(f.info["source"] == src for f in frames) for src in sorted({f.info["source"] for f in frames})}
     print(
         f"energy/atom {energies.min():.2f} .. {energies.max():.2f} eV, max |F| {forces.max():.1f} eV/Å, "
-        f"force RMS {np.sqrt(np.mean(forces ** 2)):.2f} eV/Å, volume/atom {volumes.min():.1f} .. {volumes.max():.1f} Å^3"
+        f"force RMS {np.sqrt(np.mean(forces ** 2)):.2f} eV/Å, volume/atom {volumes.min():.1f} .. {volumes.max():.1f} Å^3, "
+        f"max |stress| {stress.max():.2f} eV/Å^3; frames per kind {sources}"
     )
 
 

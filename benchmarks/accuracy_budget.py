@@ -197,8 +197,8 @@ def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=
     from omegaconf import OmegaConf
 
     # the model the run trains: the peer's block, or the composed config's knobs
-    flash = flash_model_kwargs(OmegaConf.load(config_dir / "bench.yaml"))
-    params = count_params(model_kwargs or flash, DATASETS[dataset][1])
+    model = model_kwargs or flash_model_kwargs(OmegaConf.load(config_dir / "bench.yaml"))
+    params = count_params(model, DATASETS[dataset][1])
     result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
     if proc.returncode != 0:
         result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300]

@@ -289,7 +289,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             edge_center,
             edge_neighbour,
         )[:num_local]
-        if coordination is not None and self.normalize_by_coordination:
+        if self.normalize_by_coordination:
             a = a / coordination
         elif self.inverse_avg_num_neighbors.numel() == 1:
             a = a * self.inverse_avg_num_neighbors

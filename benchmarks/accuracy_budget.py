@@ -29,7 +29,9 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from threading import Lock
 
 import numpy as np
 
@@ -180,26 +182,40 @@ def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs,
     return config_dir
 
 
-def run_training(run_dir: Path, config_dir: Path, *overrides):
+_IN_PROCESS = Lock()  # serialises the in-process parts of runs trained at once (--jobs)
+
+
+def run_training(run_dir: Path, config_dir: Path, *overrides, threads=None):
     """``nequip-train`` on the config written by :func:`write_run_config` (the wall-clock
-    callback is importable from this folder); returns the finished process."""
+    callback is importable from this folder), on ``threads`` CPU threads if given;
+    returns the finished process."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = ["nequip-train", "-cp", str(config_dir), "-cn", "bench", f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
-def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=1000):
+def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=1000, threads=None):
     config_name, knobs, model_kwargs = setting
     run_dir = out_root / f"{name}_seed{seed}"
-    config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
+    with _IN_PROCESS:  # Hydra's compose state is global: one run config at a time
+        config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
     start = time.time()
-    proc = run_training(run_dir, config_dir)
+    proc = run_training(run_dir, config_dir, threads=threads)
+    wall_s = time.time() - start
+    with _IN_PROCESS:
+        return _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kwargs, dataset)
+
+
+def _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kwargs, dataset):
+    """The result record of one finished training: parameters, test errors, curves."""
     from omegaconf import OmegaConf
 
     # the model the run trains: the peer's block, or the composed config's knobs
     model = model_kwargs or flash_model_kwargs(OmegaConf.load(config_dir / "bench.yaml"))
     params = count_params(model, DATASETS[dataset][1])
-    result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": time.time() - start, "params": params}
+    result = {"name": name, "seed": seed, "budget_min": budget_min, "wall_s": wall_s, "params": params}
     if proc.returncode != 0:
         result["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1][:300]
         return result
@@ -232,11 +248,17 @@ def main():
     parser.add_argument("--out", help="result stem (default accuracy_<study>[_quick])")
     parser.add_argument("--resume", action="store_true", help="keep the finished runs saved under the same stem, run the rest")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite the report from the saved JSON results")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at once, the CPU cores split between them (equal-epoch studies only: "
+                             "shared cores make the wall times, and so any time budget, mean nothing)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
                         help="config knob overrides for every Flash-ACE setting of the study (e.g. neighbour_normalization=coordination)")
     parser.add_argument("--set-all", nargs="+", default=[], metavar="KNOB=VALUE",
                         help="config knob overrides for every model, peers included (training knobs: energy_weight=10, lr=0.005, ...)")
     args = parser.parse_args()
+    if args.jobs > 1 and args.max_epochs >= 1000:
+        parser.error(f"--jobs {args.jobs}: runs sharing the cores have no meaningful wall time; "
+                     "use --jobs > 1 only with --max-epochs (equal-epoch studies)")
     budget = 40 / 60 if args.quick else args.budget_min
     seeds = [0] if args.quick else args.seeds
     settings = settings_for(args.study, args.data)
@@ -262,14 +284,22 @@ def main():
         # keep the finished runs of an earlier, cut-short invocation with the same stem
         results = [r for r in json.loads((RESULTS / f"{stem}.json").read_text())["results"] if "error" not in r]
     done = {(r["name"], r["seed"]) for r in results}
-    for seed in seeds:  # seed-major: a cut-short run still has every setting once
-        for name, setting in settings.items():
-            if (name, seed) in done:
-                continue
-            r = train(name, setting, seed, budget, out_root, args.data, args.max_epochs)
+    # seed-major: a cut-short run still has every setting once
+    todo = [(name, setting, seed) for seed in seeds for name, setting in settings.items() if (name, seed) not in done]
+    prov = provenance()
+    threads = None
+    if args.jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        prov.update(torch_threads=threads, runs_at_once=args.jobs)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = [pool.submit(train, name, setting, seed, budget, out_root, args.data, args.max_epochs, threads)
+                for name, setting, seed in todo]
+        for finished in as_completed(runs):
+            r = finished.result()
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
             results.append(r)
-            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra)
+            results.sort(key=lambda r: (r["seed"], list(settings).index(r["name"]) if r["name"] in settings else -1))
+            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra, prov)
 
 
 def summarise(results):
@@ -339,7 +369,8 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
         rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                      f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
     lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(prov, indent=1), "```", "",
-             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, {prov.get('torch_threads', '?')} CPU thread(s) per run)"
+             f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, {prov.get('torch_threads', '?')} CPU thread(s) per run"
+             + (f", {prov['runs_at_once']} runs at a time: wall times are not comparable with single runs" if prov.get("runs_at_once", 1) > 1 else "") + ")"
              + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
              f"{DATASETS[dataset][2]}. "
              "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean)."

@@ -122,6 +122,22 @@ def test_stability_report_measures_rebounds_and_spread():
     assert "spread (max − min) / mean = 18 %" in text
 
 
+def test_runs_at_once_only_for_equal_epoch_studies(tmp_path, monkeypatch, capsys):
+    """--jobs > 1 shares the cores, so a time budget would mean nothing: refused without
+    --max-epochs, and a report of such runs says its wall times are not comparable."""
+    monkeypatch.setattr(sys, "argv", ["accuracy_budget.py", "--study", "stability", "--jobs", "2"])
+    with pytest.raises(SystemExit) as refused:
+        accuracy_budget.main()
+    assert refused.value.code == 2
+    assert "use --jobs > 1 only with --max-epochs" in capsys.readouterr().err
+    monkeypatch.setattr(accuracy_budget, "RESULTS", tmp_path)
+    run = {"name": "a", "seed": 0, "params": 1, "epochs": 2, "test_force_mae": 0.3, "test_force_rmse": 0.4,
+           "test_energy_mae": 0.01, "curve_s": [1.0, 2.0], "curve_test_force_mae": [0.4, 0.3], "curve_val_force_mae": [0.4, 0.3]}
+    prov = dict(_harness.provenance(), torch_threads=1, runs_at_once=2)
+    accuracy_budget.write_report([run], "stability", "jobs", 60, [0], "silicon", 10, {}, prov)
+    assert "2 runs at a time: wall times are not comparable" in (tmp_path / "jobs.md").read_text()
+
+
 @pytest.mark.slow
 def test_peer_training_run_at_budget(tmp_path, monkeypatch):
     """One real equal-budget run of a peer through our config (model block swapped)."""

@@ -291,6 +291,7 @@ def main():
     if args.jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         prov.update(torch_threads=threads, runs_at_once=args.jobs)
+    order = list(settings)  # the report lists runs by seed, then in the study's setting order
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = [pool.submit(train, name, setting, seed, budget, out_root, args.data, args.max_epochs, threads)
                 for name, setting, seed in todo]
@@ -298,7 +299,7 @@ def main():
             r = finished.result()
             print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
             results.append(r)
-            results.sort(key=lambda r: (r["seed"], list(settings).index(r["name"]) if r["name"] in settings else -1))
+            results.sort(key=lambda run: (run["seed"], order.index(run["name"]) if run["name"] in order else -1))
             write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra, prov)
 
 

@@ -6,13 +6,14 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study ablation --quick   # 6 settings x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study local --budget-min 2.5 --seeds 0 1   # 1-layer preset vs default
     python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
+    python benchmarks/accuracy_budget.py --study long --budget-min 15 --seeds 0   # default, deep preset, tutorial peers
     python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
     python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60 --seeds 0 1 --jobs 2   # equal epochs, 2 runs at once
     python benchmarks/accuracy_budget.py --study scores --budget-min 2.5 --seeds 0 1   # what the attention scores see
     python benchmarks/accuracy_budget.py --study knobs --budget-min 2.5 --seeds 0   # one knob at a time
 
-Every run is `nequip-train` on the bundled Cu–Au data with one of our configs
-(`flash_ace` or `flash_ace_deep`), composed by Hydra, so data split, loss, optimiser,
+Every run is `nequip-train` on a bundled data set with its config in configs/, or a preset
+put on that config (`flash_ace_deep`, ...), composed by Hydra, so data split, loss, optimiser,
 EMA and schedule are the same for all models; a peer only replaces the
 `training_module.model` block (NequIP / Allegro at tutorial and Flash-ACE-matched
 parameter counts, `_harness.peer_models`). The budget is Lightning's `max_time`.
@@ -74,13 +75,19 @@ def knob_overrides(knobs: dict) -> list:
 def settings_for(study: str, dataset: str = "cuau") -> dict:
     """name -> (config name, top-level knob overrides, model kwargs replacing the model block or None).
 
-    ``flash_ace`` stands for the data set's own config; the presets that build on the Cu–Au
-    config (``flash_ace_deep``, ``flash_ace_local``) get the data set's data and types."""
+    ``flash_ace`` stands for the data set's own config; a preset that builds on it
+    (``flash_ace_deep``, ...) is put on the data set's config (:func:`preset_changes`)."""
     types = DATASETS[dataset][1]
     if study == "peers":
         models = peer_models(param_matched_widths(types, default_flash_kwargs(dataset)))
         return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
                 for name, kwargs in models.items() if name != "flash_ace_no_attention"}
+    if study == "long":
+        # the longer budget (15 min): the default, the deeper preset meant for longer
+        # trainings, and the peers at their tutorial sizes
+        models = peer_models()
+        return {"flash_ace": ("flash_ace", {}, None), "flash_ace_deep": ("flash_ace_deep", {}, None),
+                "nequip": ("flash_ace", {}, models["nequip"]), "allegro": ("flash_ace", {}, models["allegro"])}
     if study == "defaults":
         # the peers study plus the depth/attention candidates for the default: 2 layers
         # (message passing, pair_style nequip) vs 1 layer (strictly local, pair_style
@@ -121,8 +128,9 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         return {f"flash_ace_{name}": ("flash_ace", knobs, None) for name, knobs in variants.items()}
     if study == "depth":
         # naive: the 2-layer config with only depth (and attention) changed;
-        # coupled: the deep preset (lr 1e-3, clip 5, energy warm-up, batch 8 x 2, faster scheduler)
-        return {f"{layers}L_{'att' if heads else 'noatt'}_{knobs}": ("flash_ace" if knobs == "naive" else "flash_ace_deep",
+        # coupled: the deep preset as it was (benchmarks/configs/flash_ace_coupled.yaml: lr 1e-3,
+        # clip 5, energy warm-up, batch 8 x 2, faster scheduler)
+        return {f"{layers}L_{'att' if heads else 'noatt'}_{knobs}": ("flash_ace" if knobs == "naive" else "flash_ace_coupled",
                                                                       {"num_layers": layers, "num_heads": heads}, None)
                 for layers in (2, 4) for heads in (4, 0) for knobs in ("naive", "coupled")}
     if study == "ablation":
@@ -137,12 +145,32 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
             "batch_4_no_accum": {"batch_size": 4, "accumulate_grad_batches": 1},
             "reduced_basis": {"num_radial": 4, "l_max": 1},
         }
-        return {f"4L_att_{name}": ("flash_ace_deep", dict(base, **knobs), None) for name, knobs in variants.items()}
+        return {f"4L_att_{name}": ("flash_ace_coupled", dict(base, **knobs), None) for name, knobs in variants.items()}
     if study == "local":
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, defaults, scores, knobs, depth, ablation, local or stability")
+    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, scores, knobs, depth, ablation, local or stability")
+
+
+BENCH_CONFIGS = Path(__file__).resolve().parent / "configs"
+STOPPING = ("max_epochs", "max_time")  # set by the study's budget, never by a preset
+
+
+def preset_changes(config_name: str):
+    """What a preset built on ``flash_ace.yaml`` changes, so that the study can put it on
+    any data set's config: (top-level knobs, blocks it replaces). Presets are read from
+    configs/, or from benchmarks/configs/ for those kept only to rerun earlier studies."""
+    from omegaconf import OmegaConf
+
+    path = REPO / "configs" / f"{config_name}.yaml"
+    if not path.exists():
+        path = BENCH_CONFIGS / f"{config_name}.yaml"
+    preset = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if preset.pop("defaults", None) != ["flash_ace", "_self_"]:
+        raise ValueError(f"{path}: a preset must build on flash_ace (defaults: [flash_ace, _self_])")
+    knobs = {k: v for k, v in preset.items() if not isinstance(v, dict) and k not in STOPPING}
+    return knobs, {k: v for k, v in preset.items() if isinstance(v, dict)}
 
 
 def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs, seed: int, budget_min: float,
@@ -152,22 +180,24 @@ def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs,
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    dataset_config, types, _ = DATASETS[dataset]
+    dataset_config = DATASETS[dataset][0]
     minutes, seconds = int(budget_min), int(round((budget_min - int(budget_min)) * 60))
     hours, minutes = divmod(minutes, 60)
     overrides = [f"seed={seed}", f"max_time=00:{hours:02d}:{minutes:02d}:{seconds:02d}", f"max_epochs={max_epochs}",
                  *knob_overrides(knobs)]
-    if config_name == "flash_ace":
-        config_name = dataset_config
-    elif dataset != "cuau":  # a preset built on the Cu–Au config: give it this data set
-        if dataset == "paracetamol":
-            raise ValueError(f"{config_name} builds on the periodic Cu–Au config; not available for {dataset}")
-        overrides += [f"chemical_symbols=[{','.join(types)}]"]
     # the data set's config names its folder as ${hydra:runtime.cwd}/data/<folder>
     data_dir = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / f"{dataset_config}.yaml"), resolve=False)["data_dir"]
     overrides.append(f"data_dir={REPO / 'data' / data_dir.split('/data/')[-1]}")
+    blocks = {}
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name=config_name, overrides=overrides)
+        if config_name != "flash_ace":
+            # a preset on the data set's own config: its knobs first, so the study's win
+            preset_knobs, blocks = preset_changes(config_name)
+            base_keys = set(compose(config_name=dataset_config))
+            overrides[3:3] = [f"{'' if k in base_keys else '+'}{k}={v}" for k, v in preset_knobs.items()]
+        cfg = compose(config_name=dataset_config, overrides=overrides)
+    OmegaConf.set_struct(cfg, False)  # a preset's blocks may add keys (trainer.accumulate_grad_batches)
+    cfg = OmegaConf.merge(cfg, blocks)
     if model_kwargs is not None:
         # keep the entries every NequIP-framework model takes (interpolations left unresolved)
         block = OmegaConf.to_container(cfg.training_module.model, resolve=False)
@@ -238,7 +268,7 @@ def _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kw
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "defaults", "scores", "knobs", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--study", choices=["peers", "long", "defaults", "scores", "knobs", "depth", "ablation", "local", "stability"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -341,6 +371,9 @@ def comparisons(study, summary):
         pairs = [(name, "4L_att_coupled") for name in summary if name != "4L_att_coupled"]
     elif study == "peers":
         pairs = [("flash_ace", name) for name in summary if name != "flash_ace"]
+    elif study == "long":
+        pairs = [(flash, peer) for flash in ("flash_ace", "flash_ace_deep") for peer in ("nequip", "allegro")]
+        pairs.append(("flash_ace_deep", "flash_ace"))
     elif study == "local":
         pairs = [("flash_ace_local_1L", "flash_ace_2L")]
     elif study == "defaults":

@@ -74,7 +74,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "defaults": 8, "scores": 3, "knobs": 15, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "scores": 3, "knobs": 15, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -86,6 +86,18 @@ def test_study_settings_compose(tmp_path):
     assert cfg.lr == 0.01 and cfg.num_layers == 4 and cfg.gradient_clip_val == 5.0  # one knob moved, the rest of the preset kept
     assert cfg.max_time == "00:00:02:00" and cfg.seed == 3
     assert [d.file_path.split("/")[-1] for d in cfg.data.val_dataset] == ["val.xyz", "test.xyz"]
+    # the replaced deep preset, kept in benchmarks/configs/ for these studies, as it was
+    assert cfg.batch_size == 8 and cfg.trainer.accumulate_grad_batches == 2 and cfg.energy_warmup_weight == 10.0
+    assert cfg.training_module.lr_scheduler.scheduler.patience == 2
+    # a preset of configs/ put on another data set's config; the study's budget beats the preset's
+    config_name, knobs, _ = accuracy_budget.settings_for("long", "paracetamol")["flash_ace_deep"]
+    cfg = OmegaConf.load(
+        accuracy_budget.write_run_config(tmp_path / "deep", config_name, knobs, None, 0, 15, "paracetamol") / "bench.yaml"
+    )
+    assert cfg.chemical_symbols == ["H", "C", "N", "O"] and cfg.data_dir.endswith("data/paracetamol_gfn2")
+    model = accuracy_budget.flash_model_kwargs(cfg)
+    assert (model["num_layers"], model["num_heads"], model["attention_score_inputs"]) == (2, 4, "environment")
+    assert cfg.max_time == "00:00:15:00" and cfg.max_epochs == 1000
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1
@@ -105,7 +117,7 @@ def test_study_settings_compose(tmp_path):
     assert accuracy_budget.default_flash_kwargs("cuau") == accuracy_budget.flash_model_kwargs(
         OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "default", "flash_ace", {}, None, 0, 2.5) / "bench.yaml")
     )
-    with pytest.raises(ValueError, match="choose peers, defaults, scores, knobs, depth, ablation, local or stability"):
+    with pytest.raises(ValueError, match="choose peers, long, defaults, scores, knobs, depth, ablation, local or stability"):
         accuracy_budget.settings_for("width")
 
 

@@ -27,6 +27,7 @@ Writes benchmarks/results/accuracy_<study>[_quick].{md,json,png}; runs under ben
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -229,6 +230,9 @@ def run_training(run_dir: Path, config_dir: Path, *overrides, threads=None):
 def train(name, setting, seed, budget_min, out_root, dataset="cuau", max_epochs=1000, threads=None):
     config_name, knobs, model_kwargs = setting
     run_dir = out_root / f"{name}_seed{seed}"
+    # a run left by an earlier invocation would leave its checkpoints next to this one's
+    # (Lightning then writes best-v1.ckpt) and its test predictions until overwritten
+    shutil.rmtree(run_dir, ignore_errors=True)
     with _IN_PROCESS:  # Hydra's compose state is global: one run config at a time
         config_dir = write_run_config(run_dir, config_name, knobs, model_kwargs, seed, budget_min, dataset, max_epochs)
     start = time.time()

@@ -184,18 +184,17 @@ def write_run_config(run_dir: Path, config_name: str, knobs: dict, model_kwargs,
     dataset_config = DATASETS[dataset][0]
     minutes, seconds = int(budget_min), int(round((budget_min - int(budget_min)) * 60))
     hours, minutes = divmod(minutes, 60)
-    overrides = [f"seed={seed}", f"max_time=00:{hours:02d}:{minutes:02d}:{seconds:02d}", f"max_epochs={max_epochs}",
-                 *knob_overrides(knobs)]
     # the data set's config names its folder as ${hydra:runtime.cwd}/data/<folder>
     data_dir = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / f"{dataset_config}.yaml"), resolve=False)["data_dir"]
-    overrides.append(f"data_dir={REPO / 'data' / data_dir.split('/data/')[-1]}")
-    blocks = {}
+    preset, blocks = [], {}
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
         if config_name != "flash_ace":
-            # a preset on the data set's own config: its knobs first, so the study's win
+            # a preset on the data set's own config: its knobs before the study's, so the study's win
             preset_knobs, blocks = preset_changes(config_name)
             base_keys = set(compose(config_name=dataset_config))
-            overrides[3:3] = [f"{'' if k in base_keys else '+'}{k}={v}" for k, v in preset_knobs.items()]
+            preset = [f"{'' if k in base_keys else '+'}{k}={v}" for k, v in preset_knobs.items()]
+        overrides = [f"seed={seed}", f"max_time=00:{hours:02d}:{minutes:02d}:{seconds:02d}", f"max_epochs={max_epochs}",
+                     *preset, *knob_overrides(knobs), f"data_dir={REPO / 'data' / data_dir.split('/data/')[-1]}"]
         cfg = compose(config_name=dataset_config, overrides=overrides)
     OmegaConf.set_struct(cfg, False)  # a preset's blocks may add keys (trainer.accumulate_grad_batches)
     cfg = OmegaConf.merge(cfg, blocks)

@@ -477,7 +477,8 @@ def plot(results, path, study):
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["name"] for r in results))
-    colors = dict(zip(names, plt.cm.tab10.colors))
+    # tab20 in order: a colour per setting for up to 20 settings (the knob study has 17), then repeat
+    colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(names)}
     if study == "stability":
         # equal epochs: the per-epoch validation curve is what the study is about
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))

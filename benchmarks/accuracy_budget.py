@@ -333,12 +333,17 @@ def main():
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = [pool.submit(train, name, setting, seed, budget, out_root, args.data, args.max_epochs, threads)
                 for name, setting, seed in todo]
-        for finished in as_completed(runs):
-            r = finished.result()
-            print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
-            results.append(r)
-            results.sort(key=lambda run: (run["seed"], order.index(run["name"]) if run["name"] in order else -1))
-            write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra, prov)
+        try:
+            for finished in as_completed(runs):
+                r = finished.result()
+                print(json.dumps({k: v for k, v in r.items() if not k.startswith("curve")}), flush=True)
+                results.append(r)
+                results.sort(key=lambda run: (run["seed"], order.index(run["name"]) if run["name"] in order else -1))
+                write_report(results, args.study, stem, budget, seeds, args.data, args.max_epochs, extra, prov)
+        except BaseException:
+            # otherwise the pool's exit would train every queued run with nobody left to record it
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def summarise(results):
@@ -358,12 +363,19 @@ def summarise(results):
     return out
 
 
-def comparisons(study, summary):
-    """Differences the study was designed to measure, as ratios of mean test force MAE."""
+def comparisons(study, summary, results):
+    """Differences the study was designed to measure, as ratios of mean test force MAE over
+    the seeds both settings have (a resumed study can hold more seeds of one than the other)."""
+    force = {(r["name"], r["seed"]): r["test_force_mae"] for r in results if "error" not in r}
+
     def ratio(a, b):
-        if "force_mae" in summary.get(a, {}) and "force_mae" in summary.get(b, {}):
-            return f"{a} / {b}: {summary[a]['force_mae'] / summary[b]['force_mae']:.2f}"
-        return None
+        if "force_mae" not in summary.get(a, {}) or "force_mae" not in summary.get(b, {}):
+            return None
+        seeds = sorted({s for n, s in force if n == a} & {s for n, s in force if n == b})
+        if not seeds:
+            return None
+        value = np.mean([force[a, s] for s in seeds]) / np.mean([force[b, s] for s in seeds])
+        return f"{a} / {b}: {value:.2f} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
 
     pairs = []
     if study == "depth":
@@ -422,7 +434,7 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     if ranked:
         lines += ["", f"Lowest mean test force MAE: **{ranked[0][1]}** ({ranked[0][0]:.4f} eV/Å)"
                   + (f"; runner-up {ranked[1][1]} ({ranked[1][0]:.4f} eV/Å, ×{ranked[1][0] / ranked[0][0]:.2f})." if len(ranked) > 1 else ".")]
-    comp = comparisons(study, summary)
+    comp = comparisons(study, summary, results)
     if comp:
         lines += ["", "Ratios of mean test force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
     if study == "stability":

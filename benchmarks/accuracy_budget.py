@@ -51,7 +51,8 @@ DATASETS = {
                 "random split 80/10/10)"),
 }
 FLASH_KNOBS = ("num_layers", "num_heads", "attention_score_inputs", "l_max", "num_radial", "num_features",
-               "correlation_order", "radial_mlp_width", "radial_mlp_depth")
+               "correlation_order", "radial_mlp_width", "radial_mlp_depth", "feature_l_max", "attention_head_dim",
+               "readout_mlp_hidden_layers_width", "readout_mlp_hidden_layers_depth")
 
 
 def flash_model_kwargs(cfg) -> dict:

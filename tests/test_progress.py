@@ -36,10 +36,19 @@ def test_progress_lines_and_summary_at_max_epochs(tmp_path, tiny_data):
     assert re.search(r"\[flash-ace\] best validation epoch [12] ", out)
     assert re.search(r"\[flash-ace\] test0: F MAE .* meV/Å, E MAE .* meV/atom", out)
     assert f"[flash-ace] run directory: {tmp_path / 'run'}" in out
-    assert "nequip-compile RUN/best.ckpt" in out
+    assert f"nequip-compile {tmp_path / 'run' / 'best.ckpt'} " in out
     # the progress goes to the terminal, not into the metrics files
     metrics_csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "flash-ace" not in metrics_csv
+
+
+def test_hint_names_the_checkpoint_written_in_a_reused_run_directory(tmp_path, tiny_data):
+    # a second run into the same directory: Lightning keeps the first best.ckpt and writes best-v1.ckpt
+    for _ in range(2):
+        proc = nequip_train(tmp_path / "run", tiny_data, "max_epochs=1", *TINY)
+    hinted = re.search(r"nequip-compile (\S+) model\.nequip\.pt2", _output(proc))
+    assert hinted, _output(proc)[-3000:]
+    assert hinted.group(1) == str(tmp_path / "run" / "best-v1.ckpt")
 
 
 def test_summary_says_max_time_cut_the_run_short(tmp_path, tiny_data):

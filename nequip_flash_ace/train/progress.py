@@ -188,9 +188,12 @@ class TrainingProgress(lightning.Callback):
         run = self._run_dir()
         if run is not None:
             self._say(trainer, f"run directory: {run}")
+            # name the file Lightning wrote: in a reused run directory it is best-v1.ckpt, not best.ckpt
+            best = next((cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "best_model_path", "")), "")
+            ckpt = best or "RUN/best.ckpt"
             self._say(
                 trainer,
                 "next: python -m nequip_flash_ace.report RUN | "
-                "nequip-compile RUN/best.ckpt model.nequip.pt2 --mode aotinductor --device cpu --target ase | "
-                "nequip-package build RUN/best.ckpt model.nequip.zip  (RUN = the run directory)",
+                f"nequip-compile {ckpt} model.nequip.pt2 --mode aotinductor --device cpu --target ase | "
+                f"nequip-package build {ckpt} model.nequip.zip  (RUN = the run directory)",
             )

@@ -10,9 +10,10 @@
 # checked against their sha256 (`../shared/third_party/` of this project holds both).
 #
 # The build is cached outside the clone, keyed by LAMMPS version, plugin commit, torch
-# version, Python version and options, under --cache DIR (or FLASH_ACE_LAMMPS_CACHE, else
-# ${XDG_CACHE_HOME:-~/.cache}/nequip-flash-ace/lammps): only a fresh machine pays for the
-# build (about 10-20 min on 2 cores). The path of the `lmp` binary is the last line printed;
+# version and library directory, Python version and options, under --cache DIR (or
+# FLASH_ACE_LAMMPS_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/nequip-flash-ace/lammps): only a
+# fresh machine pays for the build (about 10-20 min on 2 cores). The path of the `lmp`
+# binary is the last line printed; a reused build is checked to start and list both styles;
 # --find only prints it if that build exists (exit 1 otherwise) and builds nothing.
 #
 # Needs: cmake, a C++17 compiler, MPI (Debian: `apt-get install openmpi-bin libopenmpi-dev`);
@@ -58,12 +59,29 @@ torch_version="$("$python" -c 'import torch; print(torch.__version__)')" \
 torch_prefix="$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 py_version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
+torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+
+# lmp's RUNPATH is this environment's torch/lib, so the key names that directory too (a
+# short hash): a build made from another venv, since deleted, must not be picked up
 key="lammps-${LAMMPS_VERSION}_plugin-${PLUGIN_COMMIT:0:8}_torch-${torch_version}_py${py_version}"
+key="${key}_lib-$(printf '%s' "$torch_lib" | sha256sum | cut -c1-8)"
 [ "$mliap" = 1 ] && key="${key}_mliap"
 prefix="${cache_root}/${key}"
+
+check_styles() {  # check_styles LMP: lmp starts and lists both pair styles
+    local help
+    # the output is captured before grep reads it: `lmp -h | grep -q` under pipefail fails
+    # at random with 141 when grep exits before lmp has written its last line (SIGPIPE)
+    help="$("$1" -h 2>&1)" || die "$1 -h failed (--force rebuilds): $(printf '%s\n' "$help" | head -n 3)"
+    for style in nequip allegro; do
+        grep -qw "$style" <<<"$help" || die "the built lmp has no pair_style $style"
+    done
+}
+
 # BUILD_INFO is written last: a build that stopped half-way is not reused
 if [ -x "${prefix}/bin/lmp" ] && [ -f "${prefix}/BUILD_INFO" ] && [ "$force" = 0 ]; then
     echo "build_lammps.sh: reusing ${prefix}" >&2
+    check_styles "${prefix}/bin/lmp"
     echo "${prefix}/bin/lmp"
     exit 0
 fi
@@ -121,9 +139,7 @@ cmake --build build -j "$jobs" >&2
 # lacks); its build RUNPATH points at this environment's torch/lib
 rm -rf "$prefix"
 install -D -m 755 build/lmp "${prefix}/bin/lmp"
-for style in nequip allegro; do
-    "${prefix}/bin/lmp" -h | grep -qw "$style" || die "the built lmp has no pair_style $style"
-done
+check_styles "${prefix}/bin/lmp"
 {
     echo "lammps ${LAMMPS_VERSION} (${LAMMPS_TAG}), pair_nequip_allegro ${PLUGIN_COMMIT}"
     echo "torch ${torch_version} (${torch_prefix}), python ${py_version}, mliap=${mliap}"

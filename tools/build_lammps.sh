@@ -59,10 +59,10 @@ torch_version="$("$python" -c 'import torch; print(torch.__version__)')" \
 torch_prefix="$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 py_version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
-torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-
 # lmp's RUNPATH is this environment's torch/lib, so the key names that directory too (a
-# short hash): a build made from another venv, since deleted, must not be picked up
+# short hash): a build made from another venv, since deleted, must not be picked up.
+# torch's CMake prefix is <torch>/share/cmake, so no second torch import is needed
+torch_lib="${torch_prefix%/share/cmake}/lib"
 key="lammps-${LAMMPS_VERSION}_plugin-${PLUGIN_COMMIT:0:8}_torch-${torch_version}_py${py_version}"
 key="${key}_lib-$(printf '%s' "$torch_lib" | sha256sum | cut -c1-8)"
 [ "$mliap" = 1 ] && key="${key}_mliap"

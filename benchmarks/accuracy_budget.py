@@ -118,7 +118,6 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # moved down and up (feature_l_max is not a knob at one layer: its only layer reads
         # out scalars): which knob matters on which data, at equal time
         radial_width = "+training_module.model.radial_mlp_width"
-        readout_width = "+training_module.model.readout_mlp_hidden_layers_width"
         variants = {
             "default": {},
             "num_features_16": {"num_features": 16}, "num_features_64": {"num_features": 64},
@@ -128,9 +127,10 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
             "radial_mlp_32": {radial_width: 32}, "radial_mlp_128": {radial_width: 128},
             "lr_0.005": {"lr": 0.005}, "lr_0.02": {"lr": 0.02},
             "batch_2": {"batch_size": 2}, "batch_8": {"batch_size": 8},
-            # the last layer's readout MLP (default one hidden layer of 16) and the energy
-            # loss weight (default 1:1 with forces; the 15-minute Cu-Au energy missed Allegro's)
-            "readout_mlp_64": {readout_width: 64}, "energy_weight_10": {"energy_weight": 10},
+            # the last layer's readout MLP (its hidden width is a config knob: 64 on Cu-Au,
+            # 16 on the molecule) and the energy loss weight (default 1:1 with forces)
+            "readout_mlp_16": {"readout_mlp_width": 16}, "readout_mlp_64": {"readout_mlp_width": 64},
+            "energy_weight_10": {"energy_weight": 10},
         }
         return {f"flash_ace_{name}": ("flash_ace", knobs, None) for name, knobs in variants.items()}
     if study == "depth":

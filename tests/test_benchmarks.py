@@ -74,7 +74,7 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "scores": 3, "knobs": 17, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))

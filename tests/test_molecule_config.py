@@ -8,25 +8,17 @@ fit over the training frames (H, C, N, O differ), no stress is asked of a molecu
 vacuum, and the validation force error falls.
 """
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from ase.io import read
 
-from workflow_utils import REPO, nequip_train, write_data_subset
+from workflow_utils import REPO, nequip_train, validation_force_mae, write_data_subset
 
 pytestmark = pytest.mark.slow
 
 SOURCE = REPO / "data" / "paracetamol_gfn2"
 SYMBOLS = ["H", "C", "N", "O"]
-
-
-def _metrics(run_dir: Path):
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +35,7 @@ def test_molecule_config_trains_and_tests(molecule_run):
     out = proc.stdout + proc.stderr
     assert "test0_epoch/forces_mae" in out and "test0_epoch/per_atom_energy_mae" in out
     assert "stress" not in out.lower(), "a molecule in vacuum has no stress to fit or test"
-    rows = [r for r in _metrics(run_dir) if r.get("val0_epoch/forces_mae")]
-    curve = [float(r["val0_epoch/forces_mae"]) for r in rows]
+    curve = validation_force_mae(run_dir)
     assert len(curve) >= 4 and np.all(np.isfinite(curve)), curve
     assert curve[-1] < 0.9 * curve[0], curve
 
@@ -58,11 +49,10 @@ def test_molecule_checkpoint_is_the_configs_model_with_least_squares_shifts(mole
 
     # the shifts the run used are the least-squares per-type energies of its training frames
     frames = read(data / "train.xyz", index=":")
-    counts = np.array([[sum(1 for s in f.get_chemical_symbols() if s == t) for t in SYMBOLS] for f in frames], float)
+    counts = np.array([[f.get_chemical_symbols().count(t) for t in SYMBOLS] for f in frames], float)
     energies = np.array([f.get_potential_energy() for f in frames])
     # paracetamol's composition never changes, so the counts have rank 1: lstsq returns the
     # minimum-norm solution, the one the statistic is specified to give
     expected = np.linalg.lstsq(counts, energies, rcond=None)[0]
-    shifts = model_cfg["per_type_energy_shifts"]
-    got = np.array([shifts[t] for t in SYMBOLS] if isinstance(shifts, dict) else shifts, float)
+    got = np.array([model_cfg["per_type_energy_shifts"][t] for t in SYMBOLS])
     np.testing.assert_allclose(got, expected, rtol=1e-5)

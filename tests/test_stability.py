@@ -6,25 +6,17 @@ The full study (10 epochs, 2 seeds, attention on/off, ν = 2, NequIP, Allegro) i
 ``python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10``.
 """
 
-import csv
 import math
 import sys
-from pathlib import Path
 
 import pytest
 
-from workflow_utils import REPO, nequip_train, write_data_subset
+from workflow_utils import REPO, nequip_train, validation_force_mae, write_data_subset
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from accuracy_budget import worst_rebound  # noqa: E402
 
 EPOCHS = 6
-
-
-def _validation_force_mae(run_dir: Path):
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/forces_mae")]
-    return [float(r["val0_epoch/forces_mae"]) for r in rows]
 
 
 @pytest.mark.parametrize("overrides", [(), ("num_heads=4",)], ids=["default", "attention"])
@@ -37,7 +29,7 @@ def test_model_trains_stably_on_diverse_silicon(tmp_path, overrides):
         run_dir, data, f"max_epochs={EPOCHS}", "max_time=00:00:30:00", "run=[train]", *overrides,
         config_name="flash_ace_silicon",
     )
-    curve = _validation_force_mae(run_dir)
+    curve = validation_force_mae(run_dir)
     assert len(curve) >= EPOCHS, curve  # the sanity-check epoch 0 of Lightning may add one
     curve = curve[-EPOCHS:]
     assert all(math.isfinite(v) for v in curve), curve

@@ -1,5 +1,6 @@
 """Helpers for the tests that drive the real command-line workflow (train → compile → use)."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -49,6 +50,13 @@ def nequip_train(run_dir: Path, data_dir: Path, *overrides, config_name="flash_a
         *overrides,
     ]
     return run(cmd, cwd=run_dir.parent)
+
+
+def validation_force_mae(run_dir: Path):
+    """The validation force MAE of each epoch, from the run's CSV log (Lightning's sanity-check
+    epoch 0 may add a first row)."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [float(r["val0_epoch/forces_mae"]) for r in csv.DictReader(f) if r.get("val0_epoch/forces_mae")]
 
 
 def nequip_compile(model_path: Path, out_path: Path, target: str, *extra):

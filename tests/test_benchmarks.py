@@ -97,6 +97,7 @@ def test_study_settings_compose(tmp_path):
     assert cfg.chemical_symbols == ["H", "C", "N", "O"] and cfg.data_dir.endswith("data/paracetamol_gfn2")
     model = accuracy_budget.flash_model_kwargs(cfg)
     assert (model["num_layers"], model["num_heads"], model["attention_score_inputs"]) == (2, 4, "environment")
+    assert (model["l_max"], model["readout_mlp_hidden_layers_width"]) == (3, 16)  # the molecule config's, not Cu-Au's
     assert cfg.max_time == "00:00:15:00" and cfg.max_epochs == 1000
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")

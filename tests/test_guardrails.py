@@ -77,5 +77,7 @@ def test_deep_preset_composes_with_hydra():
     assert cfg.trainer.max_time == "00:01:00:00" and cfg.trainer.max_epochs == 300
     for key in ("lr", "batch_size", "gradient_clip_val", "energy_weight", "forces_weight", "stress_weight"):
         assert cfg[key] == base[key], key
+    # the rest of the model is the data set config's (the metal's readout MLP of 64)
+    assert model.readout_mlp_hidden_layers_width == base.training_module.model.readout_mlp_hidden_layers_width == 64
     assert [c._target_ for c in cfg.trainer.callbacks] == [c._target_ for c in base.trainer.callbacks]
     assert cfg.training_module.lr_scheduler == base.training_module.lr_scheduler

@@ -360,7 +360,9 @@ def summarise(results):
                      "force_rmse": np.mean([r["test_force_rmse"] for r in ok]),
                      "energy_mae_mev": 1e3 * np.mean([r["test_energy_mae"] for r in ok]),
                      "energy_mae_mev_std": 1e3 * np.std([r["test_energy_mae"] for r in ok]),
-                     "epochs": np.mean([r["epochs"] for r in ok]), "params": ok[0]["params"]}
+                     "epochs": np.mean([r["epochs"] for r in ok]), "params": ok[0]["params"],
+                     # training time to the last epoch: below the budget when early stopping ended the run
+                     "trained_min": np.mean([r["curve_s"][-1] / 60 for r in ok])}
     return out
 
 
@@ -418,18 +420,20 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     rows = []
     for name, s in summary.items():
         if "error" in s:
-            rows.append([name, 0, "fails: " + s["error"], "-", "-", "-", "-"])
+            rows.append([name, 0, "fails: " + s["error"], "-", "-", "-", "-", "-"])
             continue
         rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
-                     f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", s["params"]])
+                     f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", f"{s['trained_min']:.1f}",
+                     s["params"]])
     lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(prov, indent=1), "```", "",
              f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, {prov.get('torch_threads', '?')} CPU thread(s) per run"
              + (f", {prov['runs_at_once']} runs at a time: wall times are not comparable with single runs" if prov.get("runs_at_once", 1) > 1 else "") + ")"
              + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
              f"{DATASETS[dataset][2]}. "
-             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean)."
+             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean); "
+             "'trained' is the training time to the last epoch, less than the budget where the config's early stopping ended the run."
              + (f" Knobs set (`--set` for Flash-ACE, `--set-all` for every model): {', '.join(f'{k}={v}' for k, v in extra.items())}." if extra else ""), "",
-             markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "params"], rows)]
+             markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "trained (min)", "params"], rows)]
     ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)
     if ranked:
         lines += ["", f"Lowest mean test force MAE: **{ranked[0][1]}** ({ranked[0][0]:.4f} eV/Å)"

@@ -165,17 +165,20 @@ STOPPING = ("max_epochs", "max_time")  # set by the study's budget, never by a p
 
 
 def preset_changes(config_name: str):
-    """What a preset built on ``flash_ace.yaml`` changes, so that the study can put it on
-    any data set's config: (top-level knobs, blocks it replaces). Presets are read from
-    configs/, or from benchmarks/configs/ for those kept only to rerun earlier studies."""
+    """What a preset built on one data set's config (``flash_ace.yaml``,
+    ``flash_ace_paracetamol.yaml``, ...) changes, so that the study can put it on any data
+    set's config: (top-level knobs, blocks it replaces). Presets are read from configs/, or
+    from benchmarks/configs/ for those kept only to rerun earlier studies."""
     from omegaconf import OmegaConf
 
     path = REPO / "configs" / f"{config_name}.yaml"
     if not path.exists():
         path = BENCH_CONFIGS / f"{config_name}.yaml"
     preset = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    if preset.pop("defaults", None) != ["flash_ace", "_self_"]:
-        raise ValueError(f"{path}: a preset must build on flash_ace (defaults: [flash_ace, _self_])")
+    bases = sorted(config for config, _, _ in DATASETS.values())
+    defaults = preset.pop("defaults", None)
+    if not (isinstance(defaults, list) and len(defaults) == 2 and defaults[0] in bases and defaults[1] == "_self_"):
+        raise ValueError(f"{path}: defaults {defaults}; a preset must build on one data set's config: [<one of {bases}>, _self_]")
     knobs = {k: v for k, v in preset.items() if not isinstance(v, dict) and k not in STOPPING}
     return knobs, {k: v for k, v in preset.items() if isinstance(v, dict)}
 

@@ -73,6 +73,17 @@ def test_speed_side_by_side_with_compile(tmp_path, monkeypatch):
     assert len(json.loads((tmp_path / "smoke.json").read_text())["results"]) == len(rows)
 
 
+def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
+    """A preset's knobs are what it sets on top of one data set's config; one built on
+    anything else would be put on the study's data set with knobs missing, so it stops."""
+    monkeypatch.setattr(accuracy_budget, "BENCH_CONFIGS", tmp_path)
+    (tmp_path / "on_deep.yaml").write_text("defaults:\n  - flash_ace_deep\n  - _self_\nnum_layers: 3\n")
+    with pytest.raises(ValueError, match=r"defaults \['flash_ace_deep', '_self_'\]; a preset must build on one data set's config"):
+        accuracy_budget.preset_changes("on_deep")
+    (tmp_path / "on_silicon.yaml").write_text("defaults:\n  - flash_ace_silicon\n  - _self_\nnum_layers: 3\nmax_time: 1\n")
+    assert accuracy_budget.preset_changes("on_silicon") == ({"num_layers": 3}, {})
+
+
 def test_study_settings_compose(tmp_path):
     expected = {"peers": 5, "long": 4, "defaults": 8, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
@@ -99,6 +110,12 @@ def test_study_settings_compose(tmp_path):
     assert (model["num_layers"], model["num_heads"], model["attention_score_inputs"]) == (2, 4, "environment")
     assert (model["l_max"], model["readout_mlp_hidden_layers_width"]) == (3, 16)  # the molecule config's, not Cu-Au's
     assert cfg.max_time == "00:00:15:00" and cfg.max_epochs == 1000
+    # the same preset (built on the molecule's config) put on Cu-Au's: its knobs only, the rest Cu-Au's
+    config_name, knobs, _ = accuracy_budget.settings_for("long", "cuau")["flash_ace_deep"]
+    cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "deep_cuau", config_name, knobs, None, 0, 60) / "bench.yaml")
+    model = accuracy_budget.flash_model_kwargs(cfg)
+    assert cfg.chemical_symbols == ["Cu", "Au"] and cfg.max_time == "00:01:00:00"
+    assert (model["num_layers"], model["num_heads"], model["l_max"], model["readout_mlp_hidden_layers_width"]) == (2, 4, 2, 64)
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1

@@ -51,10 +51,11 @@ def test_callback_warns_once_per_problem_at_construction():
 
 
 def test_shipped_configs_pass_their_own_guardrails():
-    for name in ("flash_ace", "flash_ace_deep"):
+    for name in ("flash_ace", "flash_ace_paracetamol", "flash_ace_deep"):
         cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
         if "defaults" in cfg:
-            base = OmegaConf.load(CONFIG_DIR / "flash_ace.yaml")
+            # a preset: its knobs on the config it builds on
+            base = OmegaConf.load(CONFIG_DIR / f"{cfg.defaults[0]}.yaml")
             cfg = OmegaConf.merge(base, {k: v for k, v in cfg.items() if k not in ("defaults", "trainer", "training_module")})
         advice = config_advice(
             num_layers=cfg.num_layers, num_heads=cfg.num_heads, l_max=cfg.l_max, num_radial=cfg.num_radial,
@@ -65,19 +66,23 @@ def test_shipped_configs_pass_their_own_guardrails():
 
 
 def test_deep_preset_composes_with_hydra():
-    """The deeper preset changes the model and the stopping only; the training knobs
-    measured for the default (lr, batch, clip, loss weights, scheduler) are inherited."""
+    """The deeper preset is the molecule's config with depth, attention and stopping changed;
+    the training knobs measured for that config (lr, batch, clip, loss weights, scheduler)
+    and the rest of its model are inherited."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        base = compose(config_name="flash_ace")
+        base = compose(config_name="flash_ace_paracetamol")
         cfg = compose(config_name="flash_ace_deep")
     model = cfg.training_module.model
     assert (model.num_layers, model.num_heads, model.attention_score_inputs) == (2, 4, "environment")
     assert cfg.trainer.max_time == "00:01:00:00" and cfg.trainer.max_epochs == 300
-    for key in ("lr", "batch_size", "gradient_clip_val", "energy_weight", "forces_weight", "stress_weight"):
+    for key in ("lr", "batch_size", "gradient_clip_val", "energy_weight", "forces_weight", "chemical_symbols"):
         assert cfg[key] == base[key], key
-    # the rest of the model is the data set config's (the metal's readout MLP of 64)
-    assert model.readout_mlp_hidden_layers_width == base.training_module.model.readout_mlp_hidden_layers_width == 64
+    # the molecule's data (unresolved: it names the folder through hydra's runtime cwd)
+    assert OmegaConf.to_container(cfg, resolve=False)["data_dir"].endswith("/data/paracetamol_gfn2")
+    # the rest of the model is the molecule config's (l_max 3, readout MLP 16)
+    assert (model.l_max, model.readout_mlp_hidden_layers_width) == (3, 16)
+    assert model.l_max == base.training_module.model.l_max
     assert [c._target_ for c in cfg.trainer.callbacks] == [c._target_ for c in base.trainer.callbacks]
     assert cfg.training_module.lr_scheduler == base.training_module.lr_scheduler

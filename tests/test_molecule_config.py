@@ -56,3 +56,18 @@ def test_molecule_checkpoint_is_the_configs_model_with_least_squares_shifts(mole
     expected = np.linalg.lstsq(counts, energies, rcond=None)[0]
     got = np.array([model_cfg["per_type_energy_shifts"][t] for t in SYMBOLS])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_deep_preset_trains_on_the_molecule(tmp_path):
+    """``-cn flash_ace_deep`` is the molecule's config with two layers and attention: it
+    trains and tests as shipped, and its checkpoint holds that model on the molecule's types."""
+    data = write_data_subset(tmp_path / "data", n_train=32, n_val=8, n_test=4, source=SOURCE)
+    run_dir = tmp_path / "run"
+    proc = nequip_train(run_dir, data, "max_epochs=2", config_name="flash_ace_deep")
+    out = proc.stdout + proc.stderr
+    assert "test0_epoch/forces_mae" in out and "stress" not in out.lower()
+    assert np.all(np.isfinite(validation_force_mae(run_dir)))
+    ckpt = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
+    model_cfg = ckpt["hyper_parameters"]["info_dict"]["training_module"]["model"]
+    assert (model_cfg["num_layers"], model_cfg["num_heads"], model_cfg["attention_score_inputs"]) == (2, 4, "environment")
+    assert (model_cfg["l_max"], list(model_cfg["type_names"])) == (3, SYMBOLS)

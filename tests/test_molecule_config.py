@@ -21,6 +21,12 @@ SOURCE = REPO / "data" / "paracetamol_gfn2"
 SYMBOLS = ["H", "C", "N", "O"]
 
 
+def checkpoint_model_config(run_dir):
+    """The model block of the config a run's best checkpoint was trained with."""
+    ckpt = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
+    return ckpt["hyper_parameters"]["info_dict"]["training_module"]["model"]
+
+
 @pytest.fixture(scope="module")
 def molecule_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("paracetamol")
@@ -42,8 +48,7 @@ def test_molecule_config_trains_and_tests(molecule_run):
 
 def test_molecule_checkpoint_is_the_configs_model_with_least_squares_shifts(molecule_run):
     run_dir, data, _ = molecule_run
-    ckpt = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
-    model_cfg = ckpt["hyper_parameters"]["info_dict"]["training_module"]["model"]
+    model_cfg = checkpoint_model_config(run_dir)
     assert model_cfg["l_max"] == 3 and model_cfg["num_layers"] == 1 and model_cfg["num_heads"] == 0
     assert list(model_cfg["type_names"]) == SYMBOLS
 
@@ -67,7 +72,6 @@ def test_deep_preset_trains_on_the_molecule(tmp_path):
     out = proc.stdout + proc.stderr
     assert "test0_epoch/forces_mae" in out and "stress" not in out.lower()
     assert np.all(np.isfinite(validation_force_mae(run_dir)))
-    ckpt = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)
-    model_cfg = ckpt["hyper_parameters"]["info_dict"]["training_module"]["model"]
+    model_cfg = checkpoint_model_config(run_dir)
     assert (model_cfg["num_layers"], model_cfg["num_heads"], model_cfg["attention_score_inputs"]) == (2, 4, "environment")
     assert (model_cfg["l_max"], list(model_cfg["type_names"])) == (3, SYMBOLS)

@@ -17,10 +17,26 @@ from nequip.utils.unittests.utils import resolve_saved_model_path, run_nequip_co
 from model_configs import ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
 
 
+# float64 agreement asked of an AOTInductor artefact against the eager model, in eV (and
+# eV/Å, eV/Å³), both in `nequip-compile`'s own check and in the host's ASE comparison. The
+# host's default, 1e-12, sits within a few hundred ulp of this suite's magnitudes (per-atom
+# energies whose parts reach ~6 eV, totals ~27 eV, virials ~180 eV), and the outcome then
+# depends on the CPU: the ν = 3 + ZBL model below agrees to 4.4e-15 here (any ISA that
+# ATEN_CPU_CAPABILITY selects, 1 to 32 threads) but differed by 4.3e-11 in atomic energy on
+# one CI machine. 1e-9 is still 1e-11 of the total energy: far below anything physical, and
+# far above roundoff, so a real miscompilation still fails.
+FLOAT64_COMPILED_TOL = 1e-9
+
+
 class _FlashACEHostTests(BaseEnergyModelTests):
     # dtypes for which this class runs the train → package → AOTInductor compile chain
     compile_dtypes: tuple = ()
     model_config: dict = {}
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def ase_integration_tol(cls, model_dtype):
+        return {"float32": 5e-5, "float64": FLOAT64_COMPILED_TOL}[model_dtype]
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -58,6 +74,8 @@ class _FlashACEHostTests(BaseEnergyModelTests):
             "fake_model_training_session"
         )
         model_path = resolve_saved_model_path(tmpdir, model_source)
+        # the host's documented switch for its eager-vs-compiled check (see FLOAT64_COMPILED_TOL)
+        env = dict(env, NEQUIP_FLOAT64_MODEL_TOL=str(FLOAT64_COMPILED_TOL))
         output_path = run_nequip_compile(
             model_path=model_path,
             tmpdir=tmpdir,

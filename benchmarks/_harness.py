@@ -40,11 +40,11 @@ def allegro_kwargs(width: int = 64) -> dict:
 
 
 def peer_models(matched_widths=None) -> dict:
-    """name -> builder kwargs for Flash-ACE (with/without attention) and the peers;
+    """name -> builder kwargs for Flash-ACE (the builder's defaults, and with attention) and the peers;
     ``matched_widths = {"nequip": w, "allegro": w}`` adds the param-matched peers."""
     models = {
         "flash_ace": dict(FLASH_ACE),
-        "flash_ace_no_attention": dict(FLASH_ACE, num_heads=0),
+        "flash_ace_attention": dict(FLASH_ACE, num_heads=4),
         "nequip": nequip_kwargs(),
         "allegro": allegro_kwargs(),
     }

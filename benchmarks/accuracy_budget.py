@@ -83,7 +83,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
     if study == "peers":
         models = peer_models(param_matched_widths(types, default_flash_kwargs(dataset)))
         return {name: ("flash_ace", {}, None if name == "flash_ace" else kwargs)
-                for name, kwargs in models.items() if name != "flash_ace_no_attention"}
+                for name, kwargs in models.items() if name != "flash_ace_attention"}
     if study == "long":
         # the longer budget (15 min): the default, the deeper preset meant for longer
         # trainings, and the peers at their tutorial sizes
@@ -290,6 +290,8 @@ def main():
     parser.add_argument("--out", help="result stem (default accuracy_<study>[_quick])")
     parser.add_argument("--resume", action="store_true", help="keep the finished runs saved under the same stem, run the rest")
     parser.add_argument("--rewrite", action="store_true", help="only rewrite the report from the saved JSON results")
+    parser.add_argument("--decide", nargs="+", metavar="STEM",
+                        help="only write the cross-data-set validation ratios of saved studies (e.g. accuracy_knobs accuracy_knobs_paracetamol)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="trainings at once, the CPU cores split between them (equal-epoch studies only: "
                              "shared cores make the wall times, and so any time budget, mean nothing)")
@@ -298,6 +300,9 @@ def main():
     parser.add_argument("--set-all", nargs="+", default=[], metavar="KNOB=VALUE",
                         help="config knob overrides for every model, peers included (training knobs: energy_weight=10, lr=0.005, ...)")
     args = parser.parse_args()
+    if args.decide:
+        write_decision(args.decide)
+        return
     if args.jobs > 1 and args.max_epochs >= 1000:
         parser.error(f"--jobs {args.jobs}: runs sharing the cores have no meaningful wall time; "
                      "use --jobs > 1 only with --max-epochs (equal-epoch studies)")
@@ -350,6 +355,65 @@ def main():
             raise
 
 
+PEERS = ("nequip", "allegro")
+
+
+def is_peer(name: str) -> bool:
+    """A peer model (NequIP, Allegro) rather than a Flash-ACE setting of the study."""
+    return name.startswith(PEERS)
+
+
+def best_validation(result) -> float:
+    """The selection metric: the lowest force MAE on the validation split (``val0``) over
+    the run's epochs. Reads validation only; the test split never enters a choice."""
+    return min(v for v in result["curve_val_force_mae"] if v is not None)
+
+
+def select(results) -> str:
+    """The Flash-ACE setting with the lowest mean validation force MAE over its seeds
+    (peers are compared, never chosen). Test metrics are not read."""
+    scores = {}
+    for r in results:
+        if "error" not in r and not is_peer(r["name"]):
+            scores.setdefault(r["name"], []).append(best_validation(r))
+    if not scores:
+        raise ValueError("no finished Flash-ACE run to choose from")
+    return min(scores, key=lambda name: np.mean(scores[name]))
+
+
+def decide_across(stems, baseline="flash_ace_default"):
+    """Per setting, the geometric mean over data sets (result files ``stems``) of its mean
+    validation force MAE divided by ``baseline``'s over the seeds both have: one number per
+    setting for "one default for all data sets". Validation only."""
+    ratios = {}
+    for stem in stems:
+        results = [r for r in json.loads((RESULTS / f"{stem}.json").read_text())["results"] if "error" not in r]
+        val = {(r["name"], r["seed"]): best_validation(r) for r in results}
+        for name in dict.fromkeys(r["name"] for r in results):
+            seeds = sorted({s for n, s in val if n == name} & {s for n, s in val if n == baseline})
+            if seeds and name != baseline:
+                ratio = np.mean([val[name, s] for s in seeds]) / np.mean([val[baseline, s] for s in seeds])
+                ratios.setdefault(name, {})[stem] = ratio
+    return {name: (float(np.exp(np.mean(np.log(list(per.values()))))), per) for name, per in ratios.items()
+            if len(per) == len(stems)}
+
+
+def write_decision(stems, baseline="flash_ace_default"):
+    """benchmarks/results/decision_<stems>.md: the cross-data-set validation ratios."""
+    rows = [[name, f"{gm:.3f}"] + [f"{per[s]:.3f}" for s in stems]
+            for name, (gm, per) in sorted(decide_across(stems, baseline).items(), key=lambda kv: kv[1][0])]
+    text = "\n".join([
+        f"# One default for all data sets: validation force MAE / {baseline}'s", "",
+        f"`python benchmarks/accuracy_budget.py --decide {' '.join(stems)}`. Mean of each setting's best validation "
+        "force MAE over the seeds it shares with the baseline, divided by the baseline's; geometric mean over the "
+        "data sets. < 1: better than the baseline on validation. Test errors are not read.", "",
+        markdown_table(["setting", "geometric mean"] + list(stems), rows)])
+    out = RESULTS / f"decision_{'_'.join(stems)}.md"
+    out.write_text(text + "\n")
+    print(text)
+    return out
+
+
 def summarise(results):
     """name -> dict of mean/std over seeds (successful runs only)."""
     out = {}
@@ -359,7 +423,8 @@ def summarise(results):
             out[name] = {"error": next(r["error"] for r in results if r["name"] == name)}
             continue
         f = np.array([r["test_force_mae"] for r in ok])
-        out[name] = {"runs": len(ok), "force_mae": f.mean(), "force_mae_std": f.std(), "force_mae_min": f.min(), "force_mae_max": f.max(),
+        out[name] = {"runs": len(ok), "val_force_mae": np.mean([best_validation(r) for r in ok]),
+                     "val_force_mae_std": np.std([best_validation(r) for r in ok]), "force_mae": f.mean(), "force_mae_std": f.std(), "force_mae_min": f.min(), "force_mae_max": f.max(),
                      "force_rmse": np.mean([r["test_force_rmse"] for r in ok]),
                      "energy_mae_mev": 1e3 * np.mean([r["test_energy_mae"] for r in ok]),
                      "energy_mae_mev_std": 1e3 * np.std([r["test_energy_mae"] for r in ok]),
@@ -370,9 +435,10 @@ def summarise(results):
 
 
 def comparisons(study, summary, results):
-    """Differences the study was designed to measure, as ratios of mean test force MAE over
-    the seeds both settings have (a resumed study can hold more seeds of one than the other)."""
-    force = {(r["name"], r["seed"]): r["test_force_mae"] for r in results if "error" not in r}
+    """Differences the study was designed to measure, as ratios of mean validation force MAE
+    (:func:`best_validation`) over the seeds both settings have (a resumed study can hold
+    more seeds of one than the other)."""
+    force = {(r["name"], r["seed"]): best_validation(r) for r in results if "error" not in r}
 
     def ratio(a, b):
         # no common seed also covers a setting that never ran or only failed
@@ -420,30 +486,37 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     prov = prov or provenance()
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
+    finished = [r for r in results if "error" not in r]
+    chosen = select(finished) if any(not is_peer(r["name"]) for r in finished) else None
     rows = []
     for name, s in summary.items():
         if "error" in s:
-            rows.append([name, 0, "fails: " + s["error"], "-", "-", "-", "-", "-"])
+            rows.append([name, 0, "fails: " + s["error"]] + ["-"] * 7)
             continue
-        rows.append([name, s["runs"], f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
-                     f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}", f"{s['epochs']:.1f}", f"{s['trained_min']:.1f}",
-                     s["params"]])
+        # test errors of the chosen setting and of the peers only: the test split reports, it never selects
+        shown = name == chosen or is_peer(name)
+        test = ([f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
+                 f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}"] if shown else ["–", "–", "–"])
+        rows.append([name + (" (chosen)" if name == chosen else ""), s["runs"],
+                     f"{s['val_force_mae']:.4f} ± {s['val_force_mae_std']:.4f}", *test,
+                     f"{s['epochs']:.1f}", f"{s['trained_min']:.1f}", s["params"]])
     lines = [f"# Accuracy at equal budget: {study}{' (quick)' if 'quick' in stem else ''}", "", "```", json.dumps(prov, indent=1), "```", "",
              f"Budget {budget:.2f} min of training wall time per run (Lightning `max_time`, {prov.get('torch_threads', '?')} CPU thread(s) per run"
              + (f", {prov['runs_at_once']} runs at a time: wall times are not comparable with single runs" if prov.get("runs_at_once", 1) > 1 else "") + ")"
              + (f" or {max_epochs} epochs, whichever comes first" if max_epochs < 1000 else "") + f", seeds {seeds}; "
              f"{DATASETS[dataset][2]}. "
-             "Test metrics of the best-validation checkpoint; mean ± std over seeds (std of the runs, not of the mean); "
-             "'trained' is the training time to the last epoch, less than the budget where the config's early stopping ended the run."
+             "Settings are compared and chosen on the validation split only (lowest force MAE over the epochs, mean ± std "
+             "over seeds); the test split is reported once, for the chosen Flash-ACE setting and for the peers "
+             "(best-validation checkpoint). 'trained' is the training time to the last epoch, less than the budget where "
+             "the config's early stopping ended the run."
              + (f" Knobs set (`--set` for Flash-ACE, `--set-all` for every model): {', '.join(f'{k}={v}' for k, v in extra.items())}." if extra else ""), "",
-             markdown_table(["setting", "runs", "test force MAE (eV/Å)", "force RMSE", "energy MAE (meV/atom)", "epochs", "trained (min)", "params"], rows)]
-    ranked = sorted((s["force_mae"], name) for name, s in summary.items() if "force_mae" in s)
-    if ranked:
-        lines += ["", f"Lowest mean test force MAE: **{ranked[0][1]}** ({ranked[0][0]:.4f} eV/Å)"
-                  + (f"; runner-up {ranked[1][1]} ({ranked[1][0]:.4f} eV/Å, ×{ranked[1][0] / ranked[0][0]:.2f})." if len(ranked) > 1 else ".")]
+             markdown_table(["setting", "runs", "validation force MAE (eV/Å)", "test force MAE (eV/Å)", "test force RMSE",
+                             "test energy MAE (meV/atom)", "epochs", "trained (min)", "params"], rows)]
+    if chosen:
+        lines += ["", f"Chosen on validation: **{chosen}** ({summary[chosen]['val_force_mae']:.4f} eV/Å validation force MAE)."]
     comp = comparisons(study, summary, results)
     if comp:
-        lines += ["", "Ratios of mean test force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
+        lines += ["", "Ratios of mean validation force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
     if study == "stability":
         lines += ["", stability_table(results)]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
@@ -480,9 +553,9 @@ def stability_table(results):
              markdown_table(["setting", "seed"] + [str(e) for e in range(1, width + 1)] + ["worst rebound"], rows)]
     spread = []
     for name in dict.fromkeys(r["name"] for r in ok):
-        f = [r["test_force_mae"] for r in ok if r["name"] == name]
+        f = [best_validation(r) for r in ok if r["name"] == name]
         if len(f) > 1:
-            spread.append(f"- {name}: test force MAE {min(f):.4f}–{max(f):.4f} eV/Å, spread "
+            spread.append(f"- {name}: validation force MAE {min(f):.4f}–{max(f):.4f} eV/Å, spread "
                           f"(max − min) / mean = {100 * (max(f) - min(f)) / np.mean(f):.0f} %")
     if spread:
         lines += ["", "Seed-to-seed spread (target ≤ 10 %):", ""] + spread
@@ -502,16 +575,16 @@ def plot(results, path, study):
         # equal epochs: the per-epoch validation curve is what the study is about
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         for r in results:
-            for ax, key in zip(axes, ("curve_val_force_mae", "curve_test_force_mae")):
+            for ax, key in zip(axes, ("curve_val_force_mae", "curve_val_energy_mae")):
                 pts = [(e, m) for e, m in enumerate(r.get(key, []), start=1) if m is not None]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=colors[r["name"]], ls="-" if r["seed"] == 0 else "--",
                             label=f"{r['name']} seed {r['seed']}")
-        for ax, title in zip(axes, ("validation", "test")):
+        for ax, title in zip(axes, ("force MAE (eV/Å)", "energy MAE (eV/atom)")):
             ax.set_xlabel("epoch")
-            ax.set_ylabel(f"{title} force MAE (eV/Å)")
+            ax.set_ylabel(f"validation {title}")
             ax.set_yscale("log")
-            ax.set_title(f"{title} force MAE after every epoch", fontsize=9)
+            ax.set_title(f"validation {title.split(' (')[0]} after every epoch", fontsize=9)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -519,13 +592,13 @@ def plot(results, path, study):
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
-        pts = [(t / 60, m) for t, m in zip(r.get("curve_s", []), r.get("curve_test_force_mae", [])) if m is not None]
+        pts = [(t / 60, m) for t, m in zip(r.get("curve_s", []), r.get("curve_val_force_mae", [])) if m is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1, color=colors[r["name"]], label=r["name"] if r["seed"] == min(x["seed"] for x in results) else None)
     ax.set_xlabel("training wall time (min, measured at each epoch)")
-    ax.set_ylabel("test force MAE (eV/Å)")
+    ax.set_ylabel("validation force MAE (eV/Å)")
     ax.set_yscale("log")
-    ax.set_title(f"{study}: held-out test trajectory, every epoch (lines: seeds)", fontsize=9)
+    ax.set_title(f"{study}: validation split, every epoch (lines: seeds)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

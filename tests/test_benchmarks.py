@@ -37,8 +37,10 @@ def test_peak_memory_isolates_each_piece_of_work():
 
 def test_param_matched_widths_match_flash_ace():
     types = ["Cu", "Au"]
-    target = _harness.count_params(_harness.FLASH_ACE, types)
-    widths = _harness.param_matched_widths(types)
+    # a 2-layer model: the shipped 1-layer one (19k) is below the smallest 4-layer NequIP
+    flash = dict(_harness.FLASH_ACE, num_layers=2, num_heads=4)
+    target = _harness.count_params(flash, types)
+    widths = _harness.param_matched_widths(types, flash)
     for family, kwargs in (("nequip", _harness.nequip_kwargs), ("allegro", _harness.allegro_kwargs)):
         n = _harness.count_params(kwargs(widths[family]), types)
         assert abs(n - target) / target < 0.15, (family, widths[family], n, target)
@@ -115,7 +117,7 @@ def test_study_settings_compose(tmp_path):
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "deep_cuau", config_name, knobs, None, 0, 60) / "bench.yaml")
     model = accuracy_budget.flash_model_kwargs(cfg)
     assert cfg.chemical_symbols == ["Cu", "Au"] and cfg.max_time == "00:01:00:00"
-    assert (model["num_layers"], model["num_heads"], model["l_max"], model["readout_mlp_hidden_layers_width"]) == (2, 4, 2, 64)
+    assert (model["num_layers"], model["num_heads"], model["l_max"], model["readout_mlp_hidden_layers_width"]) == (2, 4, 3, 16)
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1
@@ -145,11 +147,43 @@ def test_stability_report_measures_rebounds_and_spread():
     # epochs 1-3 may wobble freely; epoch 5 is 1.5x the best so far (0.2 at epoch 4)
     assert accuracy_budget.worst_rebound([0.5, 0.9, 0.3, 0.2, 0.3, 0.19]) == pytest.approx(1.5)
     assert accuracy_budget.worst_rebound([0.5, 0.9, 0.3]) == 1.0
-    runs = [{"name": "a", "seed": s, "test_force_mae": f, "curve_val_force_mae": [0.4, 0.3, 0.35, 0.3]}
-            for s, f in ((0, 0.30), (1, 0.36))]
+    runs = [{"name": "a", "seed": s, "test_force_mae": 0.1, "curve_val_force_mae": [0.4, best, best + 0.05, best]}
+            for s, best in ((0, 0.30), (1, 0.36))]
     text = accuracy_budget.stability_table(runs)
     assert "| a | 0 | 0.400 | 0.300 | 0.350 | 0.300 | 1.00 |" in text
-    assert "spread (max − min) / mean = 18 %" in text
+    # the spread is the validation one (the test split reports, it never selects)
+    assert "validation force MAE 0.3000–0.3600 eV/Å, spread (max − min) / mean = 18 %" in text
+
+
+def _fake_run(name, seed, val, test):
+    return {"name": name, "seed": seed, "params": 1, "epochs": 3, "test_force_mae": test, "test_force_rmse": test,
+            "test_energy_mae": 0.001, "curve_s": [1.0, 2.0, 3.0], "curve_val_force_mae": [2 * val, val, 1.5 * val],
+            "curve_val_energy_mae": [0.01] * 3}
+
+
+def test_selection_reads_validation_only(tmp_path, monkeypatch):
+    """On a table where validation and test disagree, the harness picks (and reports as
+    chosen) the setting best on validation, shows test errors only for it and the peers,
+    and its ratios are validation ratios."""
+    results = [_fake_run("flash_ace_a", s, val=0.10, test=0.50) for s in (0, 1)]
+    results += [_fake_run("flash_ace_b", s, val=0.20, test=0.05) for s in (0, 1)]  # best on test, worse on validation
+    results += [_fake_run("nequip", 0, val=0.05, test=0.01)]  # a peer is compared, never chosen
+    assert accuracy_budget.select(results) == "flash_ace_a"
+    assert accuracy_budget.best_validation(results[0]) == 0.10
+    monkeypatch.setattr(accuracy_budget, "RESULTS", tmp_path)
+    accuracy_budget.write_report(results, "knobs", "fake", 2.5, [0, 1])
+    text = (tmp_path / "fake.md").read_text()
+    assert "Chosen on validation: **flash_ace_a**" in text
+    row_b = next(line for line in text.splitlines() if line.startswith("| flash_ace_b "))
+    assert "0.0500" not in row_b and "–" in row_b  # the unchosen setting's test error is not shown
+    assert "0.5000" in next(line for line in text.splitlines() if line.startswith("| flash_ace_a (chosen)"))
+    # cross-data-set decision: geometric mean of validation ratios to the baseline
+    for stem, ratio in (("set1", 0.5), ("set2", 2.0)):
+        runs = [_fake_run("flash_ace_default", 0, 0.1, 0.1), _fake_run("flash_ace_x", 0, 0.1 * ratio, 9.9)]
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"results": runs}))
+    decided = accuracy_budget.decide_across(["set1", "set2"])
+    assert decided["flash_ace_x"][0] == pytest.approx(1.0)
+    assert decided["flash_ace_x"][1] == {"set1": pytest.approx(0.5), "set2": pytest.approx(2.0)}
 
 
 def test_runs_at_once_only_for_equal_epoch_studies(tmp_path, monkeypatch, capsys):
@@ -199,7 +233,7 @@ def test_product_basis_bench_runs_sparse_and_dense():
 def test_profile_charges_backward_to_the_modules():
     import profile_layer
 
-    model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8), ["Cu", "Au"], 5.0)
+    model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8, num_layers=2, num_heads=4), ["Cu", "Au"], 5.0)
     profile_layer.instrument(model)
     data = _harness.atoms_to_data(_harness.bulk_cuau(32), 5.0)
     per_module = profile_layer.profile(model, data, "train", repeats=1)

@@ -33,14 +33,14 @@ def _feature_irreps(num_features: int, l_max: int) -> Irreps:
 def FlashACEModel(
     r_max: float,
     type_names: Sequence[str],
-    num_layers: int = 2,
+    num_layers: int = 1,
     l_max: int = 2,
     feature_l_max: int = 1,
     num_features: int = 32,
     num_radial: int = 8,
     correlation_order: int = 3,
     neighbour_normalization: str = "average",
-    num_heads: int = 4,
+    num_heads: int = 0,
     attention_head_dim: int = 8,
     attention_temperature_init: float = 0.0,
     attention_score_inputs: str = "pair",
@@ -68,14 +68,14 @@ def FlashACEModel(
         compile_mode (str): ``eager`` or ``compile`` (train-time ``torch.compile``)
         r_max (float): cutoff radius (Å)
         type_names (Sequence[str]): atom type names (alphanumeric)
-        num_layers (int): message-passing layers (default ``2``)
+        num_layers (int): ACE layers (default ``1``: strictly local, receptive field ``r_max``; more layers pass messages)
         l_max (int): highest angular momentum of the spherical harmonics and of the atomic basis ``A`` (default ``2``)
         feature_l_max (int): highest ``l`` of the node features passed between layers, ``<= l_max`` (default ``1``); the last layer outputs scalars only
         num_features (int): channels of every irrep (default ``32``)
         num_radial (int): number of Bessel radial basis functions (default ``8``)
         correlation_order (int): ACE correlation order ν, 1 to 4; each layer is (ν+1)-body in its inputs (default ``3``)
         neighbour_normalization (str): what the atomic-basis sum is divided by: ``average`` (default), the constant ``avg_num_neighbors``; ``coordination``, each atom's smooth coordination ``1 + Σ_j f_c(r_ij)``, which keeps the product basis's inputs the same size at every density
-        num_heads (int): attention heads; ``0`` switches attention off and gives the plain ACE backbone (default ``4``)
+        num_heads (int): attention heads; ``0`` (default) is the plain ACE backbone, ``> 0`` reweights the neighbour sum
         attention_head_dim (int): query/key width per head (default ``8``)
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
         attention_score_inputs (str): what the attention query sees: ``pair`` (default), the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded)

@@ -102,9 +102,37 @@ def test_species_step_chosen_by_operation_count():
         ProductBasis(8, 2, "8x0e", 3, num_types=1, species_contraction="dense")
 
 
-def test_state_dict_holds_only_weights():
+def test_state_dict_holds_weights_and_the_coupling_fingerprint():
     pb = ProductBasis(4, 2, "4x0e+4x1o", 3, num_types=2)
-    assert all(key.startswith("weights.") for key in pb.state_dict())
+    assert all(key.startswith("weights.") or key == "coupling_fingerprint" for key in pb.state_dict())
+    assert pb.coupling_fingerprint.shape == (2, 3, 2)  # (output irrep, order, checksum)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_checkpoint_with_other_coupling_tables_is_refused(dtype):
+    """The tables are rebuilt from the hyperparameters on load; a checkpoint whose saved
+    fingerprint says it was trained with other tables fails with one message naming the
+    irrep and order, instead of silently computing a different model."""
+    pb = ProductBasis(3, 2, "3x0e+3x1o", 3, num_types=2).to(dtype)
+    state = pb.state_dict()
+    fresh = ProductBasis(3, 2, "3x0e+3x1o", 3, num_types=2).to(dtype)
+    fresh.load_state_dict(state, strict=True)  # the same tables load (also after a float32 round trip)
+    changed = dict(state)
+    changed["coupling_fingerprint"] = state["coupling_fingerprint"].clone()
+    changed["coupling_fingerprint"][1, 2, 1] += 0.05  # irrep 1o, order 3
+    with pytest.raises(RuntimeError, match=r"coupling_fingerprint: irrep 1o order 3: this version builds other"):
+        fresh.load_state_dict(changed)
+
+
+def test_fingerprint_sees_a_reordered_or_resigned_table():
+    from nequip_flash_ace.nn.coupling import coupling_checksum, sorted_tuple_couplings
+
+    _, table = sorted_tuple_couplings(2, 2, 0, 1)
+    base = coupling_checksum(table)
+    assert not torch.allclose(coupling_checksum(table.flip(0)), base, atol=1e-3)
+    resigned = table.clone()
+    resigned[0] *= -1
+    assert not torch.allclose(coupling_checksum(resigned), base, atol=1e-3)
 
 
 def test_wrong_saved_couplings_are_refused():

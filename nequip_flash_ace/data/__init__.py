@@ -2,6 +2,7 @@
 
 from .rotation import RandomRotation, haar_random_rotation, rotate
 from .datamodule import TrainAugmentedDataModule
+from .checks import TrainingDataWarning, check_frames
 from .statistics import FlashACEDataStatisticsManager, PerTypeEnergyLeastSquares
 
 __all__ = [
@@ -11,4 +12,6 @@ __all__ = [
     "TrainAugmentedDataModule",
     "FlashACEDataStatisticsManager",
     "PerTypeEnergyLeastSquares",
+    "TrainingDataWarning",
+    "check_frames",
 ]

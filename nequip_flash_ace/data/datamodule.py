@@ -9,6 +9,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nequip.data.datamodule import NequIPDataModule
 
+from .checks import check_frames
+
 
 class _Switch:
     """A picklable on/off flag shared by the datamodule and its wrapped datasets."""
@@ -60,6 +62,10 @@ class TrainAugmentedDataModule(NequIPDataModule):
     never touched, and neither are the training-set statistics
     (``training_data_stats``), which are computed on the unaugmented data.
 
+    Before a stage uses its data, every frame held in memory is checked
+    (:func:`~nequip_flash_ace.data.checks.check_frames`): a non-finite or misshapen label
+    or an unknown species stops with the file and frame named.
+
     All other arguments are the host's.
     """
 
@@ -85,6 +91,11 @@ class TrainAugmentedDataModule(NequIPDataModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        # every labelled frame of this stage is checked before it is used
+        for split in ("train", "val", "test"):
+            datasets = getattr(self, f"{split}_dataset", None) if stage in ("fit", "validate", "test") else None
+            for dataset in datasets or []:
+                check_frames(dataset, split)
         if stage == "fit" and self.train_transforms_config:
             transforms = [instantiate(cfg) for cfg in self.train_transforms_config]
             self.train_dataset = [

@@ -17,7 +17,7 @@ from nequip.nn.embedding import (
     SphericalHarmonicEdgeAttrs,
 )
 
-from nequip_flash_ace.nn import FlashACELayer, MessagePassingLocalityGuard
+from nequip_flash_ace.nn import FlashACELayer, InputGeometryCheck, MessagePassingLocalityGuard
 
 
 def _check(condition: bool, message: str) -> None:
@@ -58,6 +58,7 @@ def FlashACEModel(
     per_type_energy_scales_trainable: bool = False,
     per_type_energy_shifts_trainable: bool = False,
     pair_potential: Optional[Dict] = None,
+    min_atom_distance: float = 0.1,
     do_derivatives: bool = True,
 ):
     """Flash-ACE: an Atomic Cluster Expansion message-passing potential with smooth neighbour attention.
@@ -89,6 +90,7 @@ def FlashACEModel(
         per_type_energy_scales, per_type_energy_shifts (float/list): per-type scale and shift of the site energy (the shift is the isolated-atom energy)
         per_type_energy_scales_trainable, per_type_energy_shifts_trainable (bool)
         pair_potential (dict): optional pair potential, e.g. ``nequip.nn.pair_potential.ZBL``
+        min_atom_distance (float): two atoms closer than this (Å) stop the model with an error naming them, as does a non-finite position or cell (default ``0.1``; ``0`` switches the distance check off)
         do_derivatives (bool): compute forces and stress by autograd (default ``True``)
     """
     # === validation: one clear message per bad argument ===
@@ -204,6 +206,10 @@ def FlashACEModel(
         scales_trainable=per_type_energy_scales_trainable,
         shifts_trainable=per_type_energy_shifts_trainable,
         irreps_in=prev_irreps,
+    )
+    # last, so that the edge lengths it checks are already computed
+    modules["geometry_check"] = InputGeometryCheck(
+        min_distance=min_atom_distance, irreps_in=modules["per_type_energy_scale_shift"].irreps_out
     )
 
     energy_model = SequentialGraphNetwork(modules)

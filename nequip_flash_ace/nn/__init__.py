@@ -7,6 +7,7 @@ from .attention import NeighbourAttention, smooth_segment_softmax
 from .radial import SpeciesPairRadialWeights
 from .layer import FlashACELayer
 from .locality import MessagePassingLocalityGuard
+from .geometry_check import InputGeometryCheck
 
 __all__ = [
     "symmetric_coupling_basis",
@@ -18,4 +19,5 @@ __all__ = [
     "SpeciesPairRadialWeights",
     "FlashACELayer",
     "MessagePassingLocalityGuard",
+    "InputGeometryCheck",
 ]

@@ -15,6 +15,8 @@ import torch
 from nequip.nn import scatter
 from nequip.nn.mlp import ScalarMLPFunction
 
+from . import _compat
+
 
 def smooth_segment_softmax(
     scores: torch.Tensor,
@@ -28,8 +30,9 @@ def smooth_segment_softmax(
     .. math::
         a_{ij} = \frac{f_c(r_{ij}) e^{s_{ij}}}{e^{b_i} + \sum_k f_c(r_{ik}) e^{s_{ik}}}
 
-    The envelope ``f_c`` makes a neighbour at the cutoff contribute exactly nothing,
-    with all derivatives continuous (the host's polynomial cutoff); the sink term
+    The envelope ``f_c`` makes a neighbour at the cutoff contribute exactly nothing;
+    with the host's polynomial cutoff (``p = 6``) the weights are C² there: value,
+    first and second derivatives vanish at ``r_max``, the third does not. The sink term
     ``e^{b_i}`` keeps the denominator positive for atoms with no neighbours.
     The per-centre maximum over ``{b_i} ∪ {s_ij : f_c(r_ij) > 0}`` is subtracted for
     numerical stability; it is detached because the softmax does not depend on it.
@@ -151,10 +154,7 @@ class NeighbourAttention(torch.nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # models saved before the learned temperature computed q·k/√d, i.e. τ = 1
-        key = prefix + "score_temperature"
-        if key not in state_dict:
-            state_dict[key] = torch.ones_like(self.score_temperature)
+        _compat.default_attention_temperature(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -260,3 +260,12 @@ __all__ = [
     "monomial_recursion",
 ]
 
+
+
+def coupling_checksum(table: torch.Tensor) -> torch.Tensor:
+    """Two numbers that change when a coupling table changes: the sum of its entries and
+    their sum weighted by ``cos(position)`` (which also sees reordered or re-signed
+    entries). ``(2,)``, float64. Used as a fingerprint of the tables a model is trained with."""
+    flat = table.to(torch.float64).reshape(-1)
+    weights = torch.cos(torch.arange(flat.numel(), dtype=torch.float64))
+    return torch.stack([flat.sum(), (flat * weights).sum()])

@@ -12,6 +12,7 @@ from nequip.nn import GraphModuleMixin, scatter
 from nequip.nn.mlp import ScalarMLPFunction
 from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
 
+from . import _compat
 from .atomic_basis import AtomicBasis
 from .attention import NeighbourAttention
 from .product_basis import ProductBasis, atomic_basis_irreps
@@ -213,11 +214,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # checkpoints written before `AtomicBasis` replaced the host's
-        # TensorProductScatter hold its empty weight and its constant buffers (output
-        # mask, Wigner 3j); the function is the same, so they are dropped
-        for key in [k for k in state_dict if k.startswith(prefix + "tp_scatter.")]:
-            del state_dict[key]
+        _compat.drop_tensor_product_scatter_keys(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

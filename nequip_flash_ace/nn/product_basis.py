@@ -6,7 +6,9 @@ from typing import List, Optional
 import torch
 from e3nn.o3._irreps import Irreps
 
+from . import _compat
 from .coupling import (
+    coupling_checksum,
     atomic_basis_dim,
     monomial_recursion,
     sorted_tuple_couplings,
@@ -20,6 +22,17 @@ def atomic_basis_irreps(num_features: int, l_max: int) -> Irreps:
 
 
 SPECIES_CONTRACTIONS = ("couplings", "atoms")
+
+
+def coupling_fingerprint_mismatch(saved: torch.Tensor, expected: torch.Tensor, irreps_out) -> str:
+    """Where a saved ``(irrep, order, 2)`` coupling fingerprint differs from this
+    version's ("" if nowhere). Tolerances allow a float32 round trip; a changed table
+    moves its checksums by O(0.1)."""
+    if saved.shape != expected.shape:
+        return f"shape {tuple(saved.shape)}, this version {tuple(expected.shape)}"
+    saved, expected = saved.to(torch.float64), expected.to(torch.float64)
+    bad = ((saved - expected).abs() > 1e-4 + 1e-5 * expected.abs()).any(-1).nonzero().tolist()
+    return ", ".join(f"irrep {irreps_out[i].ir} order {k + 1}" for i, k in bad)
 
 
 class ProductBasis(torch.nn.Module):
@@ -162,7 +175,12 @@ class ProductBasis(torch.nn.Module):
         position = [{t: i for i, t in enumerate(m)} for m in monomials]
         dtype = torch.get_default_dtype()
         self.num_couplings_total: List[int] = []
+        # (irrep, order, 2) checksums of the tables, saved with the weights: a checkpoint
+        # trained with other tables is refused on load (see _load_from_state_dict)
+        fingerprint = torch.zeros(len(tables), correlation_order, 2, dtype=torch.float64)
         for i_out, per_order in enumerate(tables):
+            for k, (_, coeffs) in enumerate(per_order, start=1):
+                fingerprint[i_out, k - 1] = coupling_checksum(coeffs)
             n_total = sum(c.shape[-1] for _, c in per_order)
             coupling = torch.zeros(self.num_monomials, self.out_dims[i_out], n_total, dtype=torch.float64)
             col = 0
@@ -173,6 +191,7 @@ class ProductBasis(torch.nn.Module):
                 col += n
             self.register_buffer(f"coupling_{i_out}", coupling.to(dtype), persistent=False)
             self.num_couplings_total.append(n_total)
+        self.register_buffer("coupling_fingerprint", fingerprint.to(dtype))
 
         sum_m = sum(self.out_dims)
         sum_mn = sum(m * n for m, n in zip(self.out_dims, self.num_couplings_total))
@@ -275,26 +294,20 @@ class ProductBasis(torch.nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # checkpoints written with the dense evaluation also hold the dense coupling
-        # tensors `coupling_{i_out}_{k}`; they are fixed by the hyperparameters, so
-        # check that they are the ones this code derives and drop them
-        for i_out, (_, ir) in enumerate(self.irreps_out):
-            for k in range(1, self.correlation_order + 1):
-                key = f"{prefix}coupling_{i_out}_{k}"
-                if key not in state_dict:
-                    continue
-                saved = state_dict.pop(key)
-                expected = symmetric_coupling_basis(self.l_max, k, ir.l, ir.p)
-                # a different basis (order, sign, mixing) differs by O(0.1); 1e-5 allows
-                # for buffers that were float32 before the model was cast to float64
-                if saved.shape != expected.shape or not torch.allclose(
-                    saved.to(torch.float64), expected, atol=1e-5, rtol=0.0
-                ):
-                    error_msgs.append(
-                        f"{key}: the saved coupling coefficients differ from the ones this "
-                        f"version derives for l_max={self.l_max}, order {k}, irrep {ir}; "
-                        "the checkpoint cannot be loaded with this code"
-                    )
+        _compat.check_and_drop_dense_couplings(self, state_dict, prefix, error_msgs)
+        _compat.add_missing_coupling_fingerprint(self, state_dict, prefix)
+        # the coupling tables are rebuilt from the hyperparameters, never loaded: the saved
+        # fingerprint says whether they are the tables the weights were trained with
+        saved = state_dict.get(prefix + "coupling_fingerprint")
+        if saved is not None:
+            mismatch = coupling_fingerprint_mismatch(saved, self.coupling_fingerprint, self.irreps_out)
+            if mismatch:
+                error_msgs.append(
+                    f"{prefix}coupling_fingerprint: {mismatch}: this version builds other coupling tables than the "
+                    "checkpoint was trained with, so its weights would compute a different model; load it with the "
+                    "nequip-flash-ace version that wrote it"
+                )
+                state_dict[prefix + "coupling_fingerprint"] = self.coupling_fingerprint.clone()
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -11,9 +11,10 @@ class SpeciesPairRadialWeights(torch.nn.Module):
     The host's cutoff-multiplied Bessel encoding ``e(r_ij)`` (``num_radial`` functions)
     is modulated per ordered species pair, ``u_ij = e(r_ij) ⊙ (1 + P_{z_i z_j})``,
     then a bias-free SiLU MLP maps ``u_ij`` to the ``num_weights`` weights of the
-    atomic-basis tensor product (one per (path, channel)). Since ``e`` vanishes with
-    all its derivatives at the cutoff and the MLP has no bias (``silu(0) = 0``), so do
-    the weights.
+    atomic-basis tensor product (one per (path, channel)). ``e`` carries the host's
+    polynomial cutoff (``p = 6``), so it and its first two derivatives vanish at
+    ``r_max`` (C², not C^∞); the MLP has no bias (``silu(0) = 0``), so the weights
+    vanish there to the same order.
 
     ``P`` starts at zero, i.e. as a species-agnostic radial MLP.
 

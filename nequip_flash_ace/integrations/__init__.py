@@ -1,0 +1,1 @@
+"""Flash-ACE's additions to the host's integrations (ASE)."""

@@ -18,7 +18,7 @@ setup(
         "e3nn>=0.6.0,<0.7.0",
         "ase",
         "pyyaml",
-        "torch>=2.6",
+        "torch>=2.10",  # AOTInductor deployment; the host has no TorchScript route from 2.10 on
         "matplotlib",
     ],
     extras_require={

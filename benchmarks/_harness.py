@@ -193,6 +193,10 @@ def run_case_in_subprocess(script: Path, args: list, timeout=1800) -> dict:
 def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+        # uncommitted changes to the package, tests or benchmarks: the commit alone does not say what ran
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nequip_flash_ace", "configs", "benchmarks/*.py"],
+                               capture_output=True, text=True, cwd=RESULTS.parent.parent).stdout.strip()
+        commit += "+uncommitted" if dirty else ""
     except Exception:
         commit = "unknown"
     import nequip

@@ -46,6 +46,15 @@ def run_local_f64(tmp_path_factory, data_subset):
 
 
 @pytest.fixture(scope="session")
+def ase_artifact(run_attention_f64):
+    """(run_dir, AOTInductor artefact for the ASE calculator) of the float64 attention model."""
+    run_dir, _ = run_attention_f64
+    out = run_dir / "model_ase.nequip.pt2"
+    nequip_compile(run_dir / "best.ckpt", out, "ase")
+    return run_dir, out
+
+
+@pytest.fixture(scope="session")
 def pair_nequip_attention_f64(run_attention_f64):
     """(checkpoint, AOTInductor artefact for pair_style nequip) of the float64 attention model."""
     run_dir, _ = run_attention_f64

@@ -22,6 +22,9 @@ BAD = [
     ({"avg_num_neighbors": {"H": 3.0, "C": 4.0}}, "`avg_num_neighbors`"),
     ({"per_type_energy_shifts": {"H": 1.0, "C": 2.0, "Xx": 3.0}}, "`per_type_energy_shifts`"),
     ({"per_type_energy_scales": {"H": 1.0}}, "`per_type_energy_scales`"),
+    ({"neighbour_normalization": "per_atom"}, "`neighbour_normalization`"),
+    ({"attention_score_inputs": "dense"}, "`attention_score_inputs`"),
+    ({"min_atom_distance": -0.1}, "`min_atom_distance`"),
 ]
 
 
@@ -33,3 +36,10 @@ def test_bad_hyperparameter_is_a_clear_error(update, needle):
     message = str(err.value)
     assert needle in message
     assert "\n" not in message.strip()
+
+
+@pytest.mark.parametrize("key", ["neighbor_normalization", "normalization", "num_head"])
+def test_a_misspelt_keyword_is_refused_not_ignored(key):
+    """``neighbour_normalization`` keeps its spelling; no other key is taken silently."""
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{key}'"):
+        build_model(dict(ATTENTION_NU2, **{key: "coordination"}), "float64")

@@ -53,14 +53,6 @@ def test_training_prints_test_metrics_and_report(run_attention_f64):
     assert "force MAE" in out.stdout
 
 
-@pytest.fixture(scope="module")
-def ase_artifact(run_attention_f64):
-    run_dir, _ = run_attention_f64
-    out = run_dir / "model_ase.nequip.pt2"
-    nequip_compile(run_dir / "best.ckpt", out, "ase")
-    return run_dir, out
-
-
 def test_compiled_model_in_ase_md_conserves_energy(ase_artifact):
     run_dir, compiled = ase_artifact
     calc = NequIPCalculator.from_compiled_model(compiled, device="cpu", chemical_species_to_atom_type_map=True)

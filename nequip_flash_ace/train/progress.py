@@ -2,8 +2,11 @@
 
 import logging
 import math
+import shlex
+import sys
 import time
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import lightning
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
@@ -44,11 +47,16 @@ class TrainingProgress(lightning.Callback):
 
         [flash-ace] epoch 3/15 | 1m12s elapsed, ~4m48s left | train loss 0.0312 | val F MAE 45.1 meV/Å, E MAE 3.2 meV/atom | lr 0.005
 
-    When fitting ends it logs why (``max_epochs``, ``max_time``, early stopping,
-    interrupted) after how many epochs, and the best-validation epoch; after testing,
-    the test metrics in meV units, the run directory and the next commands (report,
-    compile, package). Everything goes through Python logging (the terminal and the
-    run's log file), never into the metrics files.
+    When fitting ends it logs why (``max_epochs``, ``max_time``, early stopping)
+    after how many epochs of the whole run — a run resumed from a checkpoint counts
+    the epochs before the restart too, and says how many were trained since — and the
+    best-validation epoch; after testing, the test metrics in meV units, the run
+    directory and the next commands (report, compile, package). If the run is
+    interrupted (SIGTERM from a cluster's time limit, Ctrl-C) it logs the epochs
+    completed, the ``last.ckpt`` that holds the last of them and the exact command that
+    resumes from it. Its history is saved in the checkpoints (callback state), so a
+    resumed run reports the whole run. Everything goes through Python logging (the
+    terminal and the run's log file), never into the metrics files.
 
     Args:
         monitor: validation metric whose minimum marks the best epoch (default: the
@@ -65,6 +73,19 @@ class TrainingProgress(lightning.Callback):
         self._loss_count = 0
         self.history: List[Dict[str, float]] = []
         self.stop_reason: Optional[str] = None
+        # restored from a checkpoint: the epochs and training time before this run
+        self._resumed_epochs = 0
+        self._resumed_elapsed = 0.0
+
+    # ---------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> Dict[str, Any]:
+        elapsed = time.perf_counter() - self._start if self._start is not None else 0.0
+        return {"history": self.history, "elapsed_s": self._resumed_elapsed + elapsed}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self._resumed_epochs = len(self.history)
+        self._resumed_elapsed = float(state_dict.get("elapsed_s", 0.0))
 
     # ---------------------------------------------------------------- helpers
     def _say(self, trainer, message: str) -> None:
@@ -103,7 +124,8 @@ class TrainingProgress(lightning.Callback):
     # ---------------------------------------------------------------- hooks
     def on_train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
-        self.history = []
+        if not self._resumed_epochs:
+            self.history = []
         self.stop_reason = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -118,7 +140,7 @@ class TrainingProgress(lightning.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # validation of this epoch has run; the metrics are in callback_metrics
         done = trainer.current_epoch + 1
-        elapsed = time.perf_counter() - self._start
+        elapsed = self._resumed_elapsed + time.perf_counter() - self._start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
         record = {"epoch": done, "elapsed_s": elapsed}
         record.update(metrics)
@@ -161,8 +183,13 @@ class TrainingProgress(lightning.Callback):
             return
         done = len(self.history)
         self.stop_reason = self._reason(trainer)
-        elapsed = time.perf_counter() - self._start
-        line = f"training ended after {self._epochs_label(trainer, done)} epochs in {format_duration(elapsed)}: {self.stop_reason}"
+        this_run = time.perf_counter() - self._start
+        elapsed = self._resumed_elapsed + this_run
+        line = f"training ended after {self._epochs_label(trainer, done)} epochs in {format_duration(elapsed)}"
+        if self._resumed_epochs:
+            line += (f" ({done - self._resumed_epochs} of them in {format_duration(this_run)} since the restart "
+                     f"from epoch {self._resumed_epochs})")
+        line += f": {self.stop_reason}"
         if self.stop_reason.startswith("max_time") and trainer.max_epochs and done < trainer.max_epochs:
             line += " (cut short: the model may not be converged; raise max_time or lower max_epochs)"
         self._say(trainer, line)
@@ -177,6 +204,30 @@ class TrainingProgress(lightning.Callback):
                 + (f"; {', '.join(quoted)}" if quoted else "")
                 + ")",
             )
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """An interrupted fit: what was done, where it is saved, how to go on."""
+        from lightning.pytorch.trainer.states import TrainerFn
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if self._start is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+
+        if isinstance(exception, SIGTERMException):
+            cause = "SIGTERM (e.g. the cluster's time limit)"
+        elif isinstance(exception, KeyboardInterrupt):
+            cause = "Ctrl-C (SIGINT)"
+        else:
+            cause = f"{type(exception).__name__}: {str(exception).splitlines()[0][:200] if str(exception) else ''}"
+        done = len(self.history)
+        self._say(trainer, f"training interrupted by {cause} during epoch {trainer.current_epoch + 1}; "
+                           f"{self._epochs_label(trainer, done)} epochs completed")
+        last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "last_model_path", "")), "")
+        if not last or not Path(last).is_file():
+            self._say(trainer, "no checkpoint was written yet (none before the first epoch ends): start the run again")
+            return
+        self._say(trainer, f"last.ckpt (epoch {done}, the partial epoch is not in it): {last}")
+        self._say(trainer, f"resume with: {resume_command(last)}")
 
     def on_test_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test")}
@@ -197,3 +248,11 @@ class TrainingProgress(lightning.Callback):
                 f"nequip-compile {ckpt} model.nequip.pt2 --mode aotinductor --device cpu --target ase | "
                 f"nequip-package build {ckpt} model.nequip.zip  (RUN = the run directory)",
             )
+
+
+def resume_command(checkpoint: str, argv: Optional[List[str]] = None) -> str:
+    """The command line that started this process, as ``nequip-train ...``, with
+    ``++ckpt_path=<checkpoint>`` in place of any ``ckpt_path`` it had."""
+    argv = list(sys.argv if argv is None else argv)
+    args = [a for a in argv[1:] if not a.lstrip("+").startswith("ckpt_path=")]
+    return " ".join(["nequip-train", *map(shlex.quote, args), shlex.quote(f"++ckpt_path={Path(checkpoint).resolve()}")])

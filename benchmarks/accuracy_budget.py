@@ -5,7 +5,7 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study depth --quick      # 8 settings x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study ablation --quick   # 6 settings x 1 seed x 40 s
     python benchmarks/accuracy_budget.py --study local --budget-min 2.5 --seeds 0 1   # 1-layer preset vs default
-    python benchmarks/accuracy_budget.py --study peers --budget-min 3 --seeds 0 1   # as in the README
+    python benchmarks/accuracy_budget.py --study peers --budget-min 2.5 --seeds 0 1   # docs/benchmarks.md
     python benchmarks/accuracy_budget.py --study long --budget-min 15 --seeds 0   # default, deep preset, tutorial peers
     python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
     python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60 --seeds 0 1 --jobs 2   # equal epochs, 2 runs at once

@@ -63,7 +63,16 @@ def test_atomic_basis_equals_host_tensor_product_scatter(features, l_max):
         second = torch.autograd.grad(sum((g * t).sum() for g, t in zip(first, tangents)), [x, y, w])
         return [out] + list(first) + list(second)
 
-    got = derivatives(ours(x, y, w, center, neighbour))
+    got = derivatives(ours(x, y, w, center, neighbour, num_nodes))
     ref = derivatives(host(x, y, w, edge_dst=center, edge_src=neighbour))
     for g, r in zip(got, ref):
         assert (g - r).abs().max() <= 1e-12 * r.abs().max().clamp(min=1.0)
+
+    # the ghost-atom layout: edges start at the first 4 (local) atoms only, and the sum
+    # is sized to them; it equals the host's rows of those atoms
+    local = 4
+    center = torch.randint(0, local, (num_edges,))
+    got = ours(x, y, w, center, neighbour, local)
+    ref = host(x, y, w, edge_dst=center, edge_src=neighbour)
+    assert got.shape == (local, irreps_mid.dim)
+    assert (got - ref[:local]).abs().max() <= 1e-12 * ref.abs().max().clamp(min=1.0)

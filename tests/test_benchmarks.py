@@ -1,7 +1,7 @@
 """Smoke checks of the benchmark entry points at tiny sizes: the machinery that produces
-the README's benchmark tables (side-by-side timing, per-work peak memory, in-process
+the benchmark tables of docs/benchmarks.md (side-by-side timing, per-work peak memory, in-process
 AOTInductor compile, Hydra-composed peer runs with measured time curves) must keep
-working. The full runs are documented in README.md ("Benchmarks")."""
+working. The full runs are in docs/benchmarks.md."""
 
 import json
 import math

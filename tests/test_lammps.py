@@ -51,7 +51,7 @@ def _find_lmp():
     )
     if proc.returncode == 0:
         return proc.stdout.strip().splitlines()[-1]
-    message = "no LAMMPS with pair_nequip_allegro: run tools/build_lammps.sh (README, 'LAMMPS') or set FLASH_ACE_LMP"
+    message = "no LAMMPS with pair_nequip_allegro: run tools/build_lammps.sh (docs/lammps.md) or set FLASH_ACE_LMP"
     if os.environ.get("CI"):
         pytest.fail(message + " — .ci/run must build it")
     pytest.skip(message)

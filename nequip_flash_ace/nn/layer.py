@@ -279,13 +279,15 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             edge_weight = (
                 edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)
             ).reshape(edge_weight.shape)
+        # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
         a = self.atomic_basis(
             x,
             data[AtomicDataDict.EDGE_ATTRS_KEY],
             edge_weight,
             edge_center,
             edge_neighbour,
-        )[:num_local]
+            num_local,
+        )
         if self.normalize_by_coordination:
             a = a / coordination
         elif self.inverse_avg_num_neighbors.numel() == 1:

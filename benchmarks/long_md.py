@@ -36,7 +36,9 @@ CASES = {
 
 def train_shipped(config: str, dtype: str, run_dir: Path, *overrides) -> Path:
     """The quick-start training of a shipped config (train only); its best checkpoint."""
-    cmd = ["nequip-train", "-cp", str(REPO / "configs"), "-cn", config, f"hydra.run.dir={run_dir}",
+    # the nequip-train next to this Python (a venv need not be activated)
+    exe = Path(sys.executable).parent / "nequip-train"
+    cmd = [str(exe) if exe.exists() else "nequip-train", "-cp", str(REPO / "configs"), "-cn", config, f"hydra.run.dir={run_dir}",
            f"model_dtype={dtype}", "run=[train]", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -81,32 +81,30 @@ def test_distance_threshold_is_a_keyword(model):
         InputGeometryCheck(min_distance=float("nan"))
 
 
-def test_good_structures_are_unchanged_by_the_check(model):
-    """On a good structure the check adds exactly nothing, eager or in the compiled form."""
-    pos, types = _cluster()
-    data = make_data(pos, types, R_MAX)
-    e, f, _ = energy_and_forces(model, data)
-    from nequip.scripts._workflow_utils import set_workflow_state
+@pytest.fixture
+def compiled_branch(monkeypatch):
+    """The branch a traced graph (nequip-compile, torch.compile) takes, run eagerly."""
+    import nequip_flash_ace.nn.geometry_check as geometry_check
 
-    set_workflow_state("compile")  # the graph nequip-compile traces: the NaN-poisoning branch
-    try:
-        e2, f2, _ = energy_and_forces(model, make_data(pos, types, R_MAX))
-    finally:
-        set_workflow_state(None)
+    monkeypatch.setattr(geometry_check, "_traced", lambda: True)
+
+
+def test_good_structures_are_unchanged_by_the_check(model, monkeypatch):
+    """On a good structure the check adds exactly nothing, eager or in the compiled form."""
+    import nequip_flash_ace.nn.geometry_check as geometry_check
+
+    pos, types = _cluster()
+    e, f, _ = energy_and_forces(model, make_data(pos, types, R_MAX))
+    monkeypatch.setattr(geometry_check, "_traced", lambda: True)
+    e2, f2, _ = energy_and_forces(model, make_data(pos, types, R_MAX))
     assert e2 == e and torch.equal(f2, f)
 
 
 @pytest.mark.parametrize("kind", ["nan", "same_site", "close"])
-def test_compiled_form_answers_nan_energy_and_forces(model, kind):
+def test_compiled_form_answers_nan_energy_and_forces(model, compiled_branch, kind):
     """What nequip-compile traces cannot raise a message: energy and forces are NaN."""
-    from nequip.scripts._workflow_utils import set_workflow_state
-
     pos, types = _bad(kind)
-    set_workflow_state("compile")
-    try:
-        e, f, _ = energy_and_forces(model, make_data(pos, types, R_MAX))
-    finally:
-        set_workflow_state(None)
+    e, f, _ = energy_and_forces(model, make_data(pos, types, R_MAX))
     assert torch.isnan(e) and torch.isnan(f).all()
 
 
@@ -198,3 +196,32 @@ def test_unknown_element_is_the_hosts_key_error(run_attention_f64):
     atoms.calc = NequIPCalculator._from_saved_model(run_dir / "best.ckpt", device="cpu", chemical_species_to_atom_type_map=True)
     with pytest.raises(KeyError, match="chemical species that was not specified"):
         atoms.get_potential_energy()
+
+
+def test_the_check_is_traceable_by_make_fx(model):
+    """nequip-compile traces with make_fx (symbolic, data-dependent ops are errors): the
+    check must take its branch-free form there, and the traced graph still answers NaN."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from nequip_flash_ace.nn import geometry_check
+
+    calls = []
+    original = geometry_check._traced
+    pos, types = _cluster()
+    data = make_data(pos, types, R_MAX)
+    check = InputGeometryCheck(0.1)
+
+    def run(energy, lengths, positions):
+        calls.append(original())
+        out = check({AtomicDataDict.PER_ATOM_ENERGY_KEY: energy, AtomicDataDict.EDGE_LENGTH_KEY: lengths,
+                     AtomicDataDict.POSITIONS_KEY: positions, AtomicDataDict.EDGE_INDEX_KEY: data[AtomicDataDict.EDGE_INDEX_KEY]})
+        return out[AtomicDataDict.PER_ATOM_ENERGY_KEY]
+
+    lengths = torch.rand(10, 1, dtype=torch.float64) + 1.0
+    energy = torch.zeros(6, 1, dtype=torch.float64)
+    graph = make_fx(run, tracing_mode="symbolic", _error_on_data_dependent_ops=True)(energy, lengths, data["pos"])
+    assert calls == [True]
+    assert torch.equal(graph(energy, lengths, data["pos"]), energy)
+    short = lengths.clone()
+    short[3] = 0.01
+    assert torch.isnan(graph(energy, short, data["pos"])).all()

@@ -27,8 +27,12 @@ class AtomicBasis(torch.nn.Module):
     1. ``G_{e M m1} = sqrt(2L+1) Σ_{m2} C_{m1 m2 M} Y_{e m2}``: shared by all
        channels, ``(E, 2L+1, 2l1+1)``;
     2. ``msg_{e M c} = Σ_{m1} G_{e M m1} (R_{e p c} h_{j(e) m1 c})``: ``(2l1+1)(2L+1)``
-       multiply-adds per edge and channel; then one scatter-sum over all paths and
-       the transpose to e3nn's ``mul_ir`` layout on the atoms (not the edges).
+       multiply-adds per edge and channel; then a scatter-sum of that path's messages
+       onto the ``num_centers`` centre atoms and the transpose to e3nn's ``mul_ir``
+       layout on the atoms (not the edges). One scatter per path: concatenating the
+       paths' edge messages for a single scatter was measured 1.25x slower for
+       energy+forces and 1.19x for a training step (1000 atoms, default model), and it
+       holds all paths' edge messages at once.
 
     Args:
         feature_irreps_in: irreps of ``h`` (all multiplicities equal, ``c``)
@@ -42,7 +46,9 @@ class AtomicBasis(torch.nn.Module):
 
     Shapes:
         ``x``: ``(num_nodes, feature_irreps_in.dim)``; ``edge_attr``: ``(E, edge_sh_irreps.dim)``;
-        ``edge_weight``: ``(E, num_weights)``; output ``(num_nodes, irreps_out.dim)``.
+        ``edge_weight``: ``(E, num_weights)``; ``edge_center`` values ``< num_centers`` (the
+        local atoms: edges start only there, also in the ghost-atom layout); output
+        ``(num_centers, irreps_out.dim)``.
     """
 
     def __init__(self, feature_irreps_in, edge_sh_irreps, irreps_allowed) -> None:

@@ -7,7 +7,17 @@ import torch
 
 from nequip.data import AtomicDataDict
 from nequip.nn import GraphModuleMixin, with_edge_vectors_
-from nequip.scripts._workflow_utils import get_workflow_state
+
+
+def _traced() -> bool:
+    """Whether this forward pass is being traced into a graph (``torch.compile``,
+    ``torch.export``, or the host's ``make_fx`` in ``nequip-compile``, also of a packaged
+    model) rather than run: a traced graph cannot branch on a tensor's value."""
+    if torch.compiler.is_compiling():
+        return True
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None
 
 
 class InputGeometryCheck(GraphModuleMixin, torch.nn.Module):
@@ -45,10 +55,14 @@ class InputGeometryCheck(GraphModuleMixin, torch.nn.Module):
     def _bad_atoms(self, data: AtomicDataDict.Type):
         """(atoms with a non-finite position, edges shorter than ``min_distance``, whether
         any cell is non-finite), as boolean masks."""
-        pos = data[AtomicDataDict.POSITIONS_KEY]
-        bad_pos = ~torch.isfinite(pos).all(dim=-1)
-        short = data[AtomicDataDict.EDGE_LENGTH_KEY].view(-1) < self.min_distance
-        bad_cell = torch.zeros((), dtype=torch.bool, device=pos.device)
+        lengths = data[AtomicDataDict.EDGE_LENGTH_KEY].view(-1)
+        short = lengths < self.min_distance
+        # the ML-IAP route hands in edge vectors, not positions
+        if AtomicDataDict.POSITIONS_KEY in data:
+            bad_pos = ~torch.isfinite(data[AtomicDataDict.POSITIONS_KEY]).all(dim=-1)
+        else:
+            bad_pos = torch.zeros(1, dtype=torch.bool, device=lengths.device)
+        bad_cell = torch.zeros((), dtype=torch.bool, device=lengths.device)
         if AtomicDataDict.CELL_KEY in data:
             bad_cell = ~torch.isfinite(data[AtomicDataDict.CELL_KEY]).all()
         return bad_pos, short, bad_cell
@@ -76,17 +90,20 @@ class InputGeometryCheck(GraphModuleMixin, torch.nn.Module):
             )
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
-        data = with_edge_vectors_(data, with_lengths=True)
+        if AtomicDataDict.EDGE_LENGTH_KEY not in data:
+            data = with_edge_vectors_(data, with_lengths=True)
         bad_pos, short, bad_cell = self._bad_atoms(data)
         bad = bad_pos.any() | short.any() | bad_cell
-        if not (torch.compiler.is_compiling() or get_workflow_state() == "compile"):
+        if not _traced():
             if bool(bad):
                 self._raise(data, bad_pos, short, bad_cell)
             return data
         # compiled: NaN energies, and NaN forces through a term that depends on the
-        # positions (0 · x on a good structure, so nothing changes there)
+        # geometry (0 · x on a good structure, where x is finite: nothing changes there)
         energy = data[AtomicDataDict.PER_ATOM_ENERGY_KEY]
         poison = torch.where(bad, torch.full_like(energy, math.nan), torch.zeros_like(energy))
-        pos = data[AtomicDataDict.POSITIONS_KEY].narrow(0, 0, energy.shape[0])
-        data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = energy + poison * pos.sum(dim=-1, keepdim=True)
+        geometry = data[AtomicDataDict.EDGE_LENGTH_KEY].sum()
+        if AtomicDataDict.POSITIONS_KEY in data:
+            geometry = geometry + data[AtomicDataDict.POSITIONS_KEY].sum()
+        data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = energy + poison * geometry
         return data

@@ -16,6 +16,7 @@ build it, when there is none; in CI a missing LAMMPS fails.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -258,3 +259,26 @@ def test_shipped_pair_allegro_deck_runs_on_two_ranks(lmp, pair_allegro_local_f64
     spread = (etotal.max() - etotal.min()) * 1e3
     print(f"in.pair_allegro NVE on 2 ranks, 864 atoms, 0.2 ps: spread {spread:.3e} meV/atom")
     assert np.isfinite(etotal).all() and spread < 0.1, spread
+
+
+def test_atoms_on_top_of_each_other_stop_the_run(lmp, pair_allegro_local_f64, tmp_path):
+    """Two atoms 0.05 Å apart (closer than the model's min_atom_distance): the compiled
+    model answers NaN and the run stops before its first step, instead of running on with
+    finite, meaningless energies (measured without the check: it ran, at 52 eV for the
+    32-atom cell). What the user sees is the plugin's crash (a segmentation fault of
+    plugin 2e19360b on NaN input), not a message: docs/lammps.md says so."""
+    _, compiled = pair_allegro_local_f64
+    deck = _shipped_deck("in.pair_allegro", tmp_path)
+    data = (tmp_path / "cuau.data").read_text().splitlines()
+    first = next(i for i, line in enumerate(data) if line.split()[:2] == ["1", "1"])
+    second = next(i for i, line in enumerate(data) if line.split()[:1] == ["2"] and len(line.split()) == 5)
+    x, y, z = (float(v) for v in data[first].split()[2:5])
+    data[second] = f"     2   2   {x + 0.05!r}   {y!r}   {z!r}"
+    (tmp_path / "cuau.data").write_text("\n".join(data) + "\n")
+    text = deck.read_text().replace("replicate       3 3 3", "").replace("run             200", "run             5")
+    text = text.replace("thermo          20", "thermo          1")
+    assert "thermo          1" in text and "run             5" in text
+    deck.write_text(text)
+    proc = run_lammps(lmp, deck, tmp_path, compiled, check=False, timeout=300)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert not re.search(r"^\s+5\s+0\.005", proc.stdout, re.MULTILINE), "the run reached step 5"

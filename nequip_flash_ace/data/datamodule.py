@@ -92,9 +92,9 @@ class TrainAugmentedDataModule(NequIPDataModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         # every labelled frame of this stage is checked before it is used
+        # (the host builds a stage's datasets in setup and deletes them in teardown)
         for split in ("train", "val", "test"):
-            datasets = getattr(self, f"{split}_dataset", None) if stage in ("fit", "validate", "test") else None
-            for dataset in datasets or []:
+            for dataset in getattr(self, f"{split}_dataset", None) or []:
                 check_frames(dataset, split)
         if stage == "fit" and self.train_transforms_config:
             transforms = [instantiate(cfg) for cfg in self.train_transforms_config]

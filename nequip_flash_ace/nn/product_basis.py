@@ -12,7 +12,6 @@ from .coupling import (
     atomic_basis_dim,
     monomial_recursion,
     sorted_tuple_couplings,
-    symmetric_coupling_basis,
 )
 
 

@@ -98,12 +98,18 @@ def run_md(checkpoint: Path, frame_file: Path, temperature_k: float, timestep_fs
             formed.update(bonds(atoms, 1.0) - bonded)
 
     start = time.time()
-    langevin = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.01 / units.fs, rng=rng)
-    langevin.attach(lambda: sample("langevin"), interval=every)
-    langevin.run(steps // 2)
-    nve = VelocityVerlet(atoms, timestep_fs * units.fs)
-    nve.attach(lambda: sample("nve"), interval=every)
-    nve.run(steps - steps // 2)
+    stopped = None
+    try:
+        langevin = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature_k, friction=0.01 / units.fs, rng=rng)
+        langevin.attach(lambda: sample("langevin"), interval=every)
+        langevin.run(steps // 2)
+        nve = VelocityVerlet(atoms, timestep_fs * units.fs)
+        nve.attach(lambda: sample("nve"), interval=every)
+        nve.run(steps - steps // 2)
+    except ValueError as error:
+        # the model's input check stopped the run (atoms closer than min_atom_distance):
+        # the MD fell apart, a result to report, not a crash of the benchmark
+        stopped = f"after {record['t_ps'][-1] if record['t_ps'] else 0:.3f} ps: {error}"
     wall = time.time() - start
     t = np.array(record["t_ps"])
     e = np.array(record["etot_ev"])
@@ -112,11 +118,11 @@ def run_md(checkpoint: Path, frame_file: Path, temperature_k: float, timestep_fs
     return dict(
         record,
         atoms=len(atoms), steps=steps, timestep_fs=timestep_fs, temperature_target_k=temperature_k, wall_s=wall,
-        finite=bool(np.isfinite(e).all()), min_dist_overall=float(np.min(record["min_dist"])),
+        finite=bool(np.isfinite(e).all()), min_dist_overall=float(np.min(record["min_dist"])) if record["min_dist"] else float("nan"),
         nve_drift_mev_per_atom_ps=float(1e3 * slope / len(atoms)),
-        nve_spread_mev_per_atom=float(1e3 * (e[in_nve].max() - e[in_nve].min()) / len(atoms)),
+        nve_spread_mev_per_atom=float(1e3 * (e[in_nve].max() - e[in_nve].min()) / len(atoms)) if in_nve.any() else float("nan"),
         mean_temperature_langevin_k=float(np.mean(np.array(record["temperature_k"])[~in_nve])),
-        bonds_broken=sorted(broken), bonds_formed=sorted(formed), bonds=len(bonded),
+        bonds_broken=sorted(broken), bonds_formed=sorted(formed), bonds=len(bonded), stopped=stopped,
     )
 
 

@@ -144,6 +144,29 @@ def model_step(model, data, mode):
     return step
 
 
+def alternating_medians(steps: dict, repeats: int, memory_repeats: int = 2):
+    """Median wall time (s) of each callable in ``steps`` (name -> step), timed one after
+    the other in alternating order (so that drift of the machine hits all alike) after two
+    warm-up calls each, and the peak memory (MB) of each alone, ``memory_repeats`` times
+    in alternating order: ({name: median s}, {name: [peak MB, ...]})."""
+    for f in steps.values():
+        f()
+        f()
+    times = {k: [] for k in steps}
+    for rep in range(repeats):
+        for k in (list(steps) if rep % 2 == 0 else list(reversed(list(steps)))):
+            start = time.perf_counter()
+            steps[k]()
+            times[k].append(time.perf_counter() - start)
+    peaks = {k: [] for k in steps}
+    for rep in range(memory_repeats):
+        for k in (list(steps) if rep % 2 == 0 else list(reversed(list(steps)))):
+            with PeakMemory() as pm:
+                steps[k]()
+            peaks[k].append(pm.peak_mb)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}, peaks
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -57,7 +57,7 @@ def settings() -> dict:
     }
 
 
-def test_errors(xyz: Path) -> dict:
+def md_set_errors(xyz: Path) -> dict:
     """RMSE and MAE of a test-set prediction file (the host's TestTimeXYZFileWriter):
     energy per molecule in meV, force components in meV/Å."""
     from ase.io import read
@@ -107,8 +107,8 @@ def convergence(result: dict) -> dict:
 
 def evaluate(result: dict, run_dir: Path, md_ps: float, md_for=("flash_ace",)) -> dict:
     """The paper's metrics on both MD test sets, the two profiles and (Flash-ACE) the MD."""
-    result["test300"] = test_errors(run_dir / "test_dataset0.xyz")
-    result["test600"] = test_errors(run_dir / "test_dataset1.xyz")
+    result["test300"] = md_set_errors(run_dir / "test_dataset0.xyz")
+    result["test600"] = md_set_errors(run_dir / "test_dataset1.xyz")
     ckpt = run_dir / "best.ckpt"
     result["h_transfer"] = profile(ckpt, DATA / "test_H_transfer.xyz")
     result["dihedral"] = profile(ckpt, DATA / "test_dihedral.xyz")

@@ -9,13 +9,12 @@ each piece of work alone (twice, in both orders). Writes benchmarks/results/inpu
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import FLASH_ACE, RESULTS, PeakMemory, atoms_to_data, build_peer, bulk_cuau, markdown_table, model_step, provenance  # noqa: E402
+from _harness import FLASH_ACE, RESULTS, alternating_medians, atoms_to_data, build_peer, bulk_cuau, markdown_table, model_step, provenance  # noqa: E402
 
 
 def without_check(model):
@@ -42,22 +41,7 @@ def main():
     rows = []
     for mode, repeats in (("ef", args.repeats), ("train", max(4, args.repeats // 2))):
         steps = {k: model_step(m, data, mode) for k, m in models.items()}
-        for f in steps.values():
-            f()
-            f()
-        times = {k: [] for k in steps}
-        for rep in range(repeats):
-            for k in (list(steps) if rep % 2 == 0 else list(reversed(list(steps)))):
-                start = time.perf_counter()
-                steps[k]()
-                times[k].append(time.perf_counter() - start)
-        peaks = {k: [] for k in steps}
-        for rep in range(2):
-            for k in (list(steps) if rep == 0 else list(reversed(list(steps)))):
-                with PeakMemory() as pm:
-                    steps[k]()
-                peaks[k].append(pm.peak_mb)
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        med, peaks = alternating_medians(steps, repeats)
         ratio = med["with check (shipped)"] / med["without check"]
         rows.append([mode, f"{1e3 * med['without check']:.1f}", f"{1e3 * med['with check (shipped)']:.1f}", f"{ratio:.3f}",
                      " / ".join(f"{p:.0f}" for p in peaks["without check"]),

@@ -118,3 +118,10 @@ class TestAttentionEnvironmentLocal(_FlashACEHostTests):
     @pytest.fixture
     def strict_locality(self):
         return True
+
+
+class TestLastLayerUncertainty(_FlashACEHostTests):
+    """Two layers with the last-layer uncertainty module (unfitted: σ = 0): the energy
+    model's physics and the host's save/load round trips with its buffers."""
+
+    model_config = dict(BACKBONE_NU3, last_layer_uncertainty=True)

@@ -1,8 +1,14 @@
-"""The host's ASE calculator, plus a clear error where a compiled model can only answer NaN."""
+"""The host's ASE calculator, plus a clear error where a compiled model can only answer NaN,
+and a variant that reads the energy uncertainty of a model fitted by
+``python -m nequip_flash_ace.uncertainty``."""
+
+from typing import Dict
 
 import numpy as np
 
 from nequip.integrations.ase import NequIPCalculator
+
+from .. import _keys
 
 
 def describe_bad_geometry(atoms, min_distance: float = 0.1) -> str:
@@ -50,3 +56,38 @@ class FlashACECalculator(NequIPCalculator):
                 f"Flash-ACE input: {problem}; no energy can be right for this structure" if problem
                 else "Flash-ACE: the model returned a non-finite energy for this structure"
             )
+
+
+class FlashACEUncertaintyCalculator(FlashACECalculator):
+    """:class:`FlashACECalculator` for a model with the last-layer uncertainty (a checkpoint
+    written by ``python -m nequip_flash_ace.uncertainty``, or that checkpoint compiled with
+    ``nequip-compile ... --target ase_uncertainty``). Besides the usual results:
+
+    - ``results["energy_uncertainty"]``: standard deviation of the energy (eV, per structure);
+    - ``results["energies_uncertainty"]``: standard deviation of each atom's energy (eV, per atom).
+    """
+
+    implemented_properties = FlashACECalculator.implemented_properties + ["energy_uncertainty", "energies_uncertainty"]
+
+    @classmethod
+    def _get_aoti_compile_target(cls) -> Dict:
+        from nequip.scripts._compile_utils import COMPILE_TARGET_DICT
+
+        from .._compile import ASE_UNCERTAINTY_TARGET_NAME
+
+        return COMPILE_TARGET_DICT[ASE_UNCERTAINTY_TARGET_NAME]
+
+    def save_extra_outputs(self, out) -> None:
+        super().save_extra_outputs(out)
+        if _keys.TOTAL_ENERGY_UNCERTAINTY not in out:
+            raise ValueError(
+                "FlashACEUncertaintyCalculator: the model has no energy uncertainty; fit one with "
+                "`python -m nequip_flash_ace.uncertainty RUN_DIR` and load RUN_DIR/uncertainty.ckpt (or its "
+                "`nequip-compile --target ase_uncertainty` file)"
+            )
+        self.results["energy_uncertainty"] = self.energy_units_to_eV * float(
+            out[_keys.TOTAL_ENERGY_UNCERTAINTY].detach().cpu().reshape(()).item()
+        )
+        self.results["energies_uncertainty"] = self.energy_units_to_eV * (
+            out[_keys.ATOMIC_ENERGY_UNCERTAINTY].detach().squeeze(-1).cpu().numpy()
+        )

@@ -17,7 +17,7 @@ from nequip.nn.embedding import (
     SphericalHarmonicEdgeAttrs,
 )
 
-from nequip_flash_ace.nn import FlashACELayer, InputGeometryCheck, MessagePassingLocalityGuard
+from nequip_flash_ace.nn import FlashACELayer, InputGeometryCheck, LastLayerUncertainty, MessagePassingLocalityGuard
 
 
 def _check(condition: bool, message: str) -> None:
@@ -59,6 +59,7 @@ def FlashACEModel(
     per_type_energy_shifts_trainable: bool = False,
     pair_potential: Optional[Dict] = None,
     min_atom_distance: float = 0.1,
+    last_layer_uncertainty: bool = False,
     do_derivatives: bool = True,
 ):
     """Flash-ACE: an Atomic Cluster Expansion message-passing potential with smooth neighbour attention.
@@ -91,6 +92,7 @@ def FlashACEModel(
         per_type_energy_scales_trainable, per_type_energy_shifts_trainable (bool)
         pair_potential (dict): optional pair potential, e.g. ``nequip.nn.pair_potential.ZBL``
         min_atom_distance (float): two atoms closer than this (Å) stop the model with an error naming them, as does a non-finite position or cell (default ``0.1``; ``0`` switches the distance check off)
+        last_layer_uncertainty (bool): add ``LastLayerUncertainty`` (energy standard deviations per frame and per atom); set by ``python -m nequip_flash_ace.uncertainty``, which fits it after training (default ``False``)
         do_derivatives (bool): compute forces and stress by autograd (default ``True``)
     """
     # === validation: one clear message per bad argument ===
@@ -207,10 +209,19 @@ def FlashACEModel(
         shifts_trainable=per_type_energy_shifts_trainable,
         irreps_in=prev_irreps,
     )
+    prev_irreps = modules["per_type_energy_scale_shift"].irreps_out
+    if last_layer_uncertainty:
+        layers = [modules[f"layer{i}"] for i in range(num_layers)]
+        for layer in layers:
+            layer.store_readout_features = True
+        modules["uncertainty"] = LastLayerUncertainty(
+            num_features=sum(layer.readout_feature_dim for layer in layers),
+            num_types=len(type_names),
+            irreps_in=prev_irreps,
+        )
+        prev_irreps = modules["uncertainty"].irreps_out
     # last, so that the edge lengths it checks are already computed
-    modules["geometry_check"] = InputGeometryCheck(
-        min_distance=min_atom_distance, irreps_in=modules["per_type_energy_scale_shift"].irreps_out
-    )
+    modules["geometry_check"] = InputGeometryCheck(min_distance=min_atom_distance, irreps_in=prev_irreps)
 
     energy_model = SequentialGraphNetwork(modules)
     energy_model = _append_energy_modules(

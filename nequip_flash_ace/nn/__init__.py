@@ -8,6 +8,7 @@ from .radial import SpeciesPairRadialWeights
 from .layer import FlashACELayer
 from .locality import MessagePassingLocalityGuard
 from .geometry_check import InputGeometryCheck
+from .uncertainty import LastLayerUncertainty
 
 __all__ = [
     "symmetric_coupling_basis",
@@ -20,4 +21,5 @@ __all__ = [
     "FlashACELayer",
     "MessagePassingLocalityGuard",
     "InputGeometryCheck",
+    "LastLayerUncertainty",
 ]

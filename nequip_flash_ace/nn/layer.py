@@ -12,6 +12,7 @@ from nequip.nn import GraphModuleMixin, scatter
 from nequip.nn.mlp import ScalarMLPFunction
 from nequip.nn._ghost_exchange_base import NoOpGhostExchangeModule
 
+from .. import _keys
 from . import _compat
 from .atomic_basis import AtomicBasis
 from .attention import NeighbourAttention
@@ -210,6 +211,9 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             forward_weight_init=True,
         )
         self.num_scalars_out = num_scalars_out
+        # set by the builder for a model with LastLayerUncertainty: leave the readout's
+        # features in the data (`_keys.READOUT_FEATURES`)
+        self.store_readout_features = False
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -218,6 +222,24 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    @property
+    def readout_feature_dim(self) -> int:
+        """Width of the features the readout's last linear map reads (:meth:`_readout_with_features`)."""
+        mlp = self.readout.mlp
+        if isinstance(mlp, torch.nn.Sequential) and len(mlp) > 1:
+            return mlp[-1].weight.shape[0]
+        return self.num_scalars_out
+
+    def _readout_with_features(self, scalars: torch.Tensor):
+        """(features the last linear map of the readout reads, the site energy): the same
+        site energy as ``self.readout(scalars)``, split before its last linear map (a
+        linear readout reads the scalars themselves)."""
+        mlp = self.readout.mlp
+        if isinstance(mlp, torch.nn.Sequential) and len(mlp) > 1:
+            features = mlp[:-1](scalars)
+            return features, mlp[-1](features)
+        return scalars, self.readout(scalars)
 
     @torch.jit.unused
     def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
@@ -303,7 +325,15 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
 
         # === 5. ===
-        site_energy = self.readout(h_new.narrow(1, 0, self.num_scalars_out))
+        scalars = h_new.narrow(1, 0, self.num_scalars_out)
+        if self.store_readout_features:
+            features, site_energy = self._readout_with_features(scalars)
+            if self.is_first_layer:
+                data[_keys.READOUT_FEATURES] = features
+            else:
+                data[_keys.READOUT_FEATURES] = torch.cat([data[_keys.READOUT_FEATURES], features], dim=-1)
+        else:
+            site_energy = self.readout(scalars)
         if self.is_first_layer:
             data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = site_energy
         else:

@@ -35,12 +35,14 @@ def run_backbone_f32(tmp_path_factory, data_subset):
 @pytest.fixture(scope="session")
 def run_local_f64(tmp_path_factory, data_subset):
     """The strictly local preset (configs/flash_ace_local.yaml, one layer), float64, with
-    attention whose query sees the neighbourhood (the option that reads most of an
-    atom's surroundings, so the one a domain split would break first): run_dir."""
+    attention whose query reads the centre's many-body invariants (the option that reads
+    most of an atom's surroundings, so the one a domain split would break first; its
+    attended path starts random, not at zero, so that it matters from the first step): run_dir."""
     run_dir = tmp_path_factory.mktemp("train") / "run_local_f64"
     nequip_train(
         run_dir, data_subset, "max_epochs=1", "model_dtype=float64", "num_features=16",
-        "num_heads=4", "attention_score_inputs=environment", config_name="flash_ace_local",
+        "num_heads=4", "attention_score_inputs=many_body", "+training_module.model.attention_zero_init=false",
+        config_name="flash_ace_local",
     )
     return run_dir
 

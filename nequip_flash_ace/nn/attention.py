@@ -69,7 +69,7 @@ def smooth_segment_softmax(
     return numerator / torch.index_select(denominator, 0, edge_center)
 
 
-SCORE_INPUTS = ("pair", "environment")
+SCORE_INPUTS = ("pair", "environment", "many_body")
 
 
 class NeighbourAttention(torch.nn.Module):
@@ -91,7 +91,12 @@ class NeighbourAttention(torch.nn.Module):
       (``num_radial`` values). The query then knows how dense and what kind the
       environment is already in the first layer. Both inputs stay bounded (or grow
       as ``ln n``) from a dimer to a compressed crystal, are smooth at the cutoff
-      and come from ``i``'s own edges, so a one-layer model stays strictly local.
+      and come from ``i``'s own edges, so a one-layer model stays strictly local;
+    - ``"many_body"``: ``q_i = W_q B_i^{(0)}``, where the caller passes as
+      ``center_scalars`` the scalar invariants of a first product basis over ``i``'s
+      neighbourhood (:class:`~nequip_flash_ace.nn.FlashACELayer` does): the query
+      reads the centre's (ν+1)-body environment, not only its species and two-body
+      summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local.
 
     The sink score is a learnable per-species, per-head bias (zero at the start).
     The returned edge weights are
@@ -118,7 +123,7 @@ class NeighbourAttention(torch.nn.Module):
         num_types: number of species (for the sink scores)
         initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
             ``1`` starts from the random query/key projections)
-        score_inputs: what the query sees, ``"pair"`` (default) or ``"environment"``
+        score_inputs: what the query sees, ``"pair"`` (default), ``"environment"`` or ``"many_body"``
 
     Shapes: see :meth:`forward`.
     """

@@ -69,6 +69,14 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
     3. ``B = ProductBasis(A)`` up to ``correlation_order``;
     4. ``h_new = Linear(B) + SelfConnection(h, node_attrs)`` (no self-connection in the
        first layer, so an isolated atom has exactly zero features and energy);
+
+       with ``attention_score_inputs = "many_body"`` steps 2–4 run twice: first without
+       attention (``w = 1``), giving ``B_i`` and ``h_i``; then the attention query reads
+       ``h_i``'s scalars — invariants of the centre's many-body environment — the
+       reweighted ``A'_i = (1/N_i) Σ_j w_ij R (Y ⊗ h'_j)`` goes through a second product
+       basis, and ``h_new = h + Linear'(ProductBasis'(A'))``. ``Linear'`` starts at zero
+       (``attention_zero_init``), so training starts from the plain backbone. Only ``i``'s own edges enter, so one
+       layer stays strictly local.
     5. a scalar readout of ``h_new`` is added to the per-atom energy.
 
     Outputs ``node_features`` with irreps ``feature_irreps_out`` (rows: local atoms)
@@ -95,6 +103,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
         attention_score_inputs: str = "pair",
+        attention_zero_init: bool = True,
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
@@ -189,6 +198,24 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
 
         # === 4. update ===
         self.linear_out = Linear(self.product_basis.irreps_out, feature_irreps_out)
+
+        # the second, attended pass of "many_body" scores (steps 2-4 again)
+        self.attends_many_body = num_heads > 0 and attention_score_inputs == "many_body"
+        self.attended_product_basis = None
+        self.linear_attended = None
+        if self.attends_many_body:
+            self.attended_product_basis = ProductBasis(
+                num_features=num_features,
+                l_max=l_max,
+                irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
+                correlation_order=correlation_order,
+                num_types=num_types,
+            )
+            self.linear_attended = Linear(self.attended_product_basis.irreps_out, feature_irreps_out)
+            if attention_zero_init:
+                with torch.no_grad():
+                    # start from the plain backbone: the attended term is zero until learned
+                    self.linear_attended.weight.zero_()
         self.self_connection = None
         if not is_first_layer:
             self.self_connection = FullyConnectedTensorProduct(
@@ -241,6 +268,46 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             return features, mlp[-1](features)
         return scalars, self.readout(scalars)
 
+    def _attention_weights(self, data, center_scalars, neighbour_scalars, pair_embedding, coordination, num_local: int):
+        """``w_ij`` of :class:`NeighbourAttention`, ``(E, H)``."""
+        atom_types = data[AtomicDataDict.ATOM_TYPE_KEY].view(-1)
+        return self.attention(
+            center_scalars=center_scalars,
+            neighbour_scalars=neighbour_scalars,
+            edge_radial=pair_embedding,
+            edge_envelope=data[AtomicDataDict.EDGE_CUTOFF_KEY],
+            edge_center=data[AtomicDataDict.EDGE_INDEX_KEY][0],
+            edge_neighbour=data[AtomicDataDict.EDGE_INDEX_KEY][1],
+            center_types=atom_types[:num_local],
+            center_coordination=coordination,
+        )
+
+    def _weighted(self, edge_weight: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The radial edge weights times the attention weights: every head owns a
+        contiguous group of channels, and the weights are laid out as (path, channel), so
+        a head's weight broadcasts over paths."""
+        w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
+        return (edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)).reshape(edge_weight.shape)
+
+    def _atomic_basis(self, data, x, edge_weight, coordination, num_local: int, local_types):
+        """``A_i`` (step 2): the weighted sum over ``i``'s edges, normalised, then the linear map."""
+        # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
+        a = self.atomic_basis(
+            x,
+            data[AtomicDataDict.EDGE_ATTRS_KEY],
+            edge_weight,
+            data[AtomicDataDict.EDGE_INDEX_KEY][0],
+            data[AtomicDataDict.EDGE_INDEX_KEY][1],
+            num_local,
+        )
+        if self.normalize_by_coordination:
+            a = a / coordination
+        elif self.inverse_avg_num_neighbors.numel() == 1:
+            a = a * self.inverse_avg_num_neighbors
+        else:
+            a = a * torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
+        return self.linear_atomic_basis(a)
+
     @torch.jit.unused
     def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
         return data[AtomicDataDict.LMP_MLIAP_DATA_KEY].nlocal
@@ -283,45 +350,24 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             coordination = 1.0 + scatter(
                 data[AtomicDataDict.EDGE_CUTOFF_KEY].reshape(-1, 1), edge_center, dim=0, dim_size=num_local
             )
-        if self.attention is not None:
-            scalars = x.narrow(1, 0, self.num_features)
-            w = self.attention(
-                center_scalars=scalars[:num_local],
-                neighbour_scalars=scalars,
-                edge_radial=pair_embedding,
-                edge_envelope=data[AtomicDataDict.EDGE_CUTOFF_KEY],
-                edge_center=edge_center,
-                edge_neighbour=edge_neighbour,
-                center_types=local_types,
-                center_coordination=coordination,
-            )  # (E, H)
-            # every head owns a contiguous group of channels; uvu weights are laid out
-            # as (path, channel), so the head weight broadcasts over paths
-            w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
-            edge_weight = (
-                edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)
-            ).reshape(edge_weight.shape)
-        # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
-        a = self.atomic_basis(
-            x,
-            data[AtomicDataDict.EDGE_ATTRS_KEY],
-            edge_weight,
-            edge_center,
-            edge_neighbour,
-            num_local,
-        )
-        if self.normalize_by_coordination:
-            a = a / coordination
-        elif self.inverse_avg_num_neighbors.numel() == 1:
-            a = a * self.inverse_avg_num_neighbors
-        else:
-            a = a * torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
-        a = self.linear_atomic_basis(a)
+        scalars = x.narrow(1, 0, self.num_features)
+        if self.attention is not None and not self.attends_many_body:
+            # the query sees the centre's scalars (and, for "environment", two-body summaries)
+            w = self._attention_weights(data, scalars[:num_local], scalars, pair_embedding, coordination, num_local)
+            edge_weight = self._weighted(edge_weight, w)
+        a = self._atomic_basis(data, x, edge_weight, coordination, num_local, local_types)
 
         # === 3. + 4. ===
         h_new = self.linear_out(self.product_basis(a, local_types))
         if self.self_connection is not None:
             h_new = h_new + self.self_connection(h, node_attrs[:num_local])
+        if self.attends_many_body:
+            # the query reads the many-body invariants just computed; a second product
+            # basis reads the reweighted atomic basis
+            query_scalars = h_new.narrow(1, 0, self.num_features)
+            w = self._attention_weights(data, query_scalars, scalars, pair_embedding, coordination, num_local)
+            a_attended = self._atomic_basis(data, x, self._weighted(edge_weight, w), coordination, num_local, local_types)
+            h_new = h_new + self.linear_attended(self.attended_product_basis(a_attended, local_types))
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
 
         # === 5. ===

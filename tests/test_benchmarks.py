@@ -243,3 +243,29 @@ def test_profile_charges_backward_to_the_modules():
     # the autograd work is charged to modules, not left unattributed
     backward = {k: v for k, v in per_module.items() if k.endswith("|backward")}
     assert backward.get("other|backward", 0) < 0.2 * sum(backward.values())
+
+
+def test_acac_selection_reads_validation_only(tmp_path, monkeypatch):
+    """The acetylacetone benchmark chooses by validation force and energy RMSE (in units of
+    the published MACE errors), never by the test sets; peers are never chosen; the report
+    holds the published rows beside ours."""
+    import acac_benchmark
+
+    def run(name, val_f, val_e, test_f):
+        errors = {"energy_rmse_mev": 1.0, "energy_mae_mev": 1.0, "force_rmse_mev": test_f, "force_mae_mev": test_f, "frames": 650}
+        profile = {"dft_ev": [0.0, 0.1], "model_ev": [0.0, 0.1], "rmse_mev": 0.0, "dft_barrier_ev": 0.1, "model_barrier_ev": 0.1}
+        return {"name": name, "seed": 0, "params": 10, "epochs": 3, "budget_min": 1.0, "curve_s": [20.0, 40.0, 60.0],
+                "curve_val_force_rmse": [2 * val_f, val_f, val_f], "curve_val_total_energy_rmse": [val_e, val_e, val_e],
+                "test300": errors, "test600": errors, "h_transfer": profile, "dihedral": profile,
+                "last_quarter_gain": 1.0, "early_stopped": False}
+
+    results = [run("flash_ace", 0.010, 0.002, test_f=50.0),  # score 10/5.1 + 2/0.9 = 4.2
+               run("flash_ace_deep", 0.005, 0.004, test_f=5.0),  # score 0.98 + 4.4 = 5.4: best test, worse validation
+               run("nequip", 0.001, 0.0005, test_f=1.0)]  # a peer: compared, never chosen
+    assert acac_benchmark.select_on_validation(results) == "flash_ace"
+    monkeypatch.setattr(acac_benchmark, "RESULTS", tmp_path)
+    acac_benchmark.write_report(results, 1.0, "fake_acac", _harness.provenance())
+    text = (tmp_path / "fake_acac.md").read_text()
+    assert "Chosen on validation: **flash_ace**" in text
+    assert "| MACE (published, to convergence, GPU) |" in text and "22.40 (1.00×)" in text
+    assert "50.00 (9.80×)" in text  # our 300 K force RMSE as a ratio to MACE's 5.1

@@ -188,13 +188,16 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             )
 
         # === 3. product basis ===
-        self.product_basis = ProductBasis(
-            num_features=num_features,
-            l_max=l_max,
-            irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
-            correlation_order=correlation_order,
-            num_types=num_types,
-        )
+        def product_basis() -> ProductBasis:
+            return ProductBasis(
+                num_features=num_features,
+                l_max=l_max,
+                irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
+                correlation_order=correlation_order,
+                num_types=num_types,
+            )
+
+        self.product_basis = product_basis()
 
         # === 4. update ===
         self.linear_out = Linear(self.product_basis.irreps_out, feature_irreps_out)
@@ -204,13 +207,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         self.attended_product_basis = None
         self.linear_attended = None
         if self.attends_many_body:
-            self.attended_product_basis = ProductBasis(
-                num_features=num_features,
-                l_max=l_max,
-                irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
-                correlation_order=correlation_order,
-                num_types=num_types,
-            )
+            self.attended_product_basis = product_basis()
             self.linear_attended = Linear(self.attended_product_basis.irreps_out, feature_irreps_out)
             if attention_zero_init:
                 with torch.no_grad():

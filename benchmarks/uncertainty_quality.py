@@ -122,11 +122,16 @@ def run_quality(only=None):
     return results
 
 
-def subset(frames, indices, path: Path):
+def write_split(frames, indices, data_dir: Path, source: Path) -> Path:
+    """A data folder for the silicon config: ``frames[indices]`` as train.xyz, the bundled
+    validation and test files of ``source`` beside them."""
     from ase.io import write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path, [frames[i] for i in indices], format="extxyz")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write(data_dir / "train.xyz", [frames[i] for i in indices], format="extxyz")
+    for split in ("val", "test"):
+        (data_dir / f"{split}.xyz").write_text((source / f"{split}.xyz").read_text())
+    return data_dir
 
 
 def test_force_mae(run_dir: Path) -> float:
@@ -147,10 +152,7 @@ def run_active(seeds, epochs: int, start: int = 100, add: int = 100):
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(pool))
         first, rest = order[:start], order[start:]
-        base_data = OUT / f"active_seed{seed}" / "data_start"
-        subset(pool, first, base_data / "train.xyz")
-        for split in ("val", "test"):
-            (base_data / f"{split}.xyz").write_text((source / f"{split}.xyz").read_text())
+        base_data = write_split(pool, first, OUT / f"active_seed{seed}" / "data_start", source)
         common = [f"seed={seed}", f"max_epochs={epochs}", "max_time=00:02:00:00", "run=[train,test]"]
         base = train("flash_ace_silicon", OUT / f"active_seed{seed}" / "run_start", f"data_dir={base_data}", *common)
         checkpoint = fit_sigma(base)
@@ -158,10 +160,7 @@ def run_active(seeds, epochs: int, start: int = 100, add: int = 100):
         chosen = {"uncertainty": rest[np.argsort(-sigma)[:add]], "random": rng.permutation(rest)[:add]}
         record = {"seed": seed, "epochs": epochs, "start": start, "add": add, "start_test_force_mae": test_force_mae(base)}
         for how, added in chosen.items():
-            data = OUT / f"active_seed{seed}" / f"data_{how}"
-            subset(pool, np.concatenate([first, added]), data / "train.xyz")
-            for split in ("val", "test"):
-                (data / f"{split}.xyz").write_text((source / f"{split}.xyz").read_text())
+            data = write_split(pool, np.concatenate([first, added]), OUT / f"active_seed{seed}" / f"data_{how}", source)
             run = train("flash_ace_silicon", OUT / f"active_seed{seed}" / f"run_{how}", f"data_dir={data}", *common)
             record[f"{how}_test_force_mae"] = test_force_mae(run)
             record[f"{how}_mean_pool_sigma_mev"] = 1e3 * float(np.mean(sigma[np.isin(rest, added)]))

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Tuple
@@ -68,8 +69,10 @@ def fit_last_layer(train_features: np.ndarray, val_features: np.ndarray, val_err
 
 
 def _uncertainty_module(model):
+    from .nn import LastLayerUncertainty
+
     for module in model.modules():
-        if module.__class__.__name__ == "LastLayerUncertainty":
+        if isinstance(module, LastLayerUncertainty):
             return module
     raise ValueError("the model has no LastLayerUncertainty module (FlashACEModel with last_layer_uncertainty=True)")
 
@@ -126,15 +129,17 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     set_global_state()
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     flagged = _with_uncertainty_flag(checkpoint)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(flagged, out_path)
 
     training_module = hydra.utils.get_class(flagged["hyper_parameters"]["info_dict"]["training_module"]["_target_"])
-    with override_model_compile_mode("eager"), warnings.catch_warnings():
-        # the new buffers are not in the checkpoint yet: strict=False, and only they may be
+    with tempfile.TemporaryDirectory() as tmp, override_model_compile_mode("eager"), warnings.catch_warnings():
+        # Lightning builds the flagged model from a file: a temporary one, so that out_path
+        # never holds an unfitted model (σ = 0) if the fit below fails.
+        # The new buffers are not in the checkpoint yet: strict=False, and only they may be
         # missing (checked below), so Lightning's note that they are is expected
+        unfitted = Path(tmp) / "unfitted.ckpt"
+        torch.save(flagged, unfitted)
         warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in the checkpoint")
-        lightning_module = training_module.load_from_checkpoint(out_path, weights_only=False, strict=False)
+        lightning_module = training_module.load_from_checkpoint(unfitted, weights_only=False, strict=False)
     missing = set(lightning_module.state_dict()) - set(checkpoint["state_dict"])
     if not missing or not all(".uncertainty." in key for key in missing):
         raise RuntimeError(f"unexpected keys missing from {checkpoint_path}: {sorted(k for k in missing if '.uncertainty.' not in k)}")
@@ -161,6 +166,7 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     module.variance_scale.fill_(fit["variance_scale"])
     state = lightning_module.state_dict()
     flagged["state_dict"].update({key: state[key].clone() for key in missing})
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(flagged, out_path)
     sigma = np.sqrt(fit["variance_scale"] * np.einsum("vi,ij,vj->v", val_f, fit["inverse_covariance"], val_f))
     fit.update(train_frames=len(train_f), val_frames=len(val_f), num_features=train_f.shape[1],

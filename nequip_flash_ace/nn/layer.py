@@ -368,15 +368,15 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
 
         # === 5. ===
-        scalars = h_new.narrow(1, 0, self.num_scalars_out)
+        readout_inputs = h_new.narrow(1, 0, self.num_scalars_out)
         if self.store_readout_features:
-            features, site_energy = self._readout_with_features(scalars)
+            features, site_energy = self._readout_with_features(readout_inputs)
             if self.is_first_layer:
                 data[_keys.READOUT_FEATURES] = features
             else:
                 data[_keys.READOUT_FEATURES] = torch.cat([data[_keys.READOUT_FEATURES], features], dim=-1)
         else:
-            site_energy = self.readout(scalars)
+            site_energy = self.readout(readout_inputs)
         if self.is_first_layer:
             data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = site_energy
         else:

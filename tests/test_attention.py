@@ -63,6 +63,21 @@ def test_segment_softmax_is_stable_for_huge_scores():
     assert torch.isfinite(b).all() and (b[0] == 0).all()
 
 
+def test_segment_softmax_near_cutoff_edge_keeps_float32_precision():
+    """A high-scoring edge just inside the cutoff (f_c ~ 1e-43) next to ordinary ones, in
+    float32: the weights must match float64 to float32 precision. Shifting by the largest
+    score instead of the largest term put every other term and the sink into float32's
+    subnormal range (e^-100), where they keep a few bits: errors of percents."""
+    scores = torch.tensor([[0.0], [0.5], [100.0]], dtype=torch.float32)
+    envelope = torch.tensor([[0.9], [0.7], [1e-43]], dtype=torch.float32)
+    sink = torch.zeros(1, 1, dtype=torch.float32)
+    centers = torch.zeros(3, dtype=torch.long)
+    a = smooth_segment_softmax(scores, envelope, sink, centers, 1)
+    reference = smooth_segment_softmax(scores.double(), envelope.double(), sink.double(), centers, 1)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a.double(), reference, atol=0, rtol=1e-5)
+
+
 def test_segment_softmax_gradcheck_and_gradgradcheck():
     scores, envelope, sink, centers = _random_graph(num_centers=4, num_edges=9, heads=2)
     inputs = tuple(t.clone().requires_grad_(True) for t in (scores, envelope, sink))
@@ -191,6 +206,44 @@ def test_checkpoint_without_temperature_loads_with_temperature_one():
     assert (fresh.score_temperature == 1).all()
 
 
+def test_checkpoint_without_normalized_scores_loads_raw_scores():
+    """Models saved before the normalised scores used the raw q·k: they load as such, and
+    give the weights they were trained with."""
+    torch.manual_seed(2)
+    att = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.9).double()
+    state = {k: v for k, v in att.state_dict().items() if k != "normalized_scores"}
+    old = NeighbourAttention(4, 3, 2, 2, 2).double()
+    old.load_state_dict(state, strict=True)
+    assert not old.normalize and float(old.normalized_scores) == 0.0
+    new = NeighbourAttention(4, 3, 2, 2, 2).double()
+    new.load_state_dict(att.state_dict(), strict=True)
+    assert new.normalize
+    centers, neighbours = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 0])
+    h, radial = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    raw = (old.query(h)[centers] * (old.key_features(h)[neighbours] + old.key_radial(radial))).view(-1, 2, 2).sum(-1)
+    args = (h, h, radial, centers, neighbours, torch.ones(3, 1, dtype=torch.float64))
+    torch.testing.assert_close(old.scores(*args), raw * old.score_temperature / np.sqrt(2), atol=1e-12, rtol=0)
+    assert (new.scores(*args) - old.scores(*args)).abs().max() > 1e-3
+
+
+def test_scores_and_their_temperature_gradient_stay_bounded_as_features_grow():
+    """|s| <= sqrt(d)|τ| and |∂s/∂τ| <= sqrt(d) whatever the size of the features that
+    reach the query and key (a second layer reads the first one's output, which grows
+    with density). With raw q·k both grew as the features squared: the temperature's
+    gradient then dominated the clipped global gradient norm (the silicon divergence)."""
+    torch.manual_seed(3)
+    att = NeighbourAttention(6, 3, 2, 4, 1, initial_temperature=1.5).double()
+    centers, neighbours = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 2, 0, 2, 1])
+    radial = torch.randn(5, 3, dtype=torch.float64)
+    bound = 2.0 * 1.5  # sqrt(d) |τ|, d = 4
+    for scale in (1.0, 1e2, 1e4):
+        h = scale * torch.randn(3, 6, dtype=torch.float64)
+        s = att.scores(h, h, radial, centers, neighbours, torch.ones(3, 1, dtype=torch.float64))
+        assert s.abs().max() <= bound + 1e-9, (scale, s.abs().max())
+        (grad,) = torch.autograd.grad(s.sum(), att.score_temperature)
+        assert grad.abs().max() <= 2.0 * 5 + 1e-9  # sqrt(d) per edge, 5 edges
+
+
 def test_uniform_scores_reduce_to_plain_ace_sum():
     """With zero query and sink scores, w_ij = f_c(r_ij): attention adds nothing but the envelope."""
     att = NeighbourAttention(4, 3, 2, 2, 2).double()
@@ -209,8 +262,9 @@ def test_uniform_scores_reduce_to_plain_ace_sum():
 
 
 def test_environment_query_matches_the_formula_atom_by_atom():
-    """score_inputs="environment": s_ij = τ (W_q h_i + W_e [ρ_i, ln c_i]) · k_ij / √d with
-    c_i = 1 + Σ_j f_c(r_ij) and ρ_i = Σ_j u_ij / c_i, evaluated centre by centre (float64)."""
+    """score_inputs="environment": s_ij = τ q̂_i · k̂_ij / √d with q_i = W_q h_i + W_e [ρ_i, ln c_i],
+    c_i = 1 + Σ_j f_c(r_ij), ρ_i = Σ_j u_ij / c_i and x̂ = x / sqrt(mean(x²) + 1e-6) per head,
+    evaluated centre by centre (float64)."""
     torch.manual_seed(1)
     att = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.8, score_inputs="environment").double()
     with torch.no_grad():
@@ -228,7 +282,10 @@ def test_environment_query_matches_the_formula_atom_by_atom():
         rho = radial[mine].sum(0) / c
         q = att.query(h[i : i + 1]) + att.query_environment(torch.cat([rho, c.log().view(1)]).view(1, -1))
         k = att.key_features(h[neighbours[mine]]) + att.key_radial(radial[mine])
-        s = (q * k).view(-1, 2, 2).sum(-1) * att.score_temperature / np.sqrt(2)
+        q, k = q.view(-1, 2, 2), k.view(-1, 2, 2)
+        q = q / torch.sqrt((q**2).mean(-1, keepdim=True) + 1e-6)
+        k = k / torch.sqrt((k**2).mean(-1, keepdim=True) + 1e-6)
+        s = (q * k).sum(-1) * att.score_temperature / np.sqrt(2)
         num = env[mine] * torch.exp(s)
         a = num / (torch.exp(att.sink_score[types[i]]) + num.sum(0))
         torch.testing.assert_close(w[mine], c * a, atol=1e-12, rtol=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ase.calculators.calculator import Calculator, all_changes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import long_md  # noqa: E402
@@ -45,3 +46,53 @@ def test_bond_bookkeeping_sees_a_broken_and_a_new_bond():
     squeezed = h2o.copy()
     squeezed.positions[2] = [0.9, 0.2, 0]
     assert long_md.bonds(squeezed, 1.0) - bonded == {(1, 2)}
+
+
+def test_fragments_tell_a_proton_transfer_from_a_break_up():
+    from ase import Atoms
+
+    # a shared proton between two oxygens 2.4 A apart (as in acetylacetone's enol),
+    # then moved to the other oxygen: one piece both times, a bond broken and one formed
+    pair = Atoms("OHHOHH", positions=[[0, 0, 0], [0.97, 0, 0], [-0.24, 0.93, 0],
+                                      [2.4, 0, 0], [2.64, 0.93, 0], [2.64, -0.93, 0]])
+    assert long_md.fragments(pair) == 1
+    transferred = pair.copy()
+    transferred.positions[1] = [1.45, 0, 0]
+    assert long_md.fragments(transferred) == 1
+    assert (0, 1) in long_md.bonds(pair, 1.2) - long_md.bonds(transferred, 1.2)
+    gone = pair.copy()
+    gone.positions[1] = [1.2, 4.0, 0]  # the shared H leaves: it and the two waters are apart
+    assert long_md.fragments(gone) == 3
+    r = {"bonds": 4, "fragments": [1, 2, 1], "bonds_broken": [(0, 1)], "bonds_formed": [], "max_bond_stretch": [1.0, 4.1]}
+    assert long_md.molecule_verdict(r).startswith("no: 2 pieces")
+    assert long_md.molecule_verdict(dict(r, fragments=[1, 1, 1])).startswith("yes (1 bond(s) broken")
+
+
+class HarmonicWell(Calculator):
+    """A zero-cost potential for the thermostat check: every atom tied to the centre."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        x = self.atoms.positions - self.atoms.positions.mean(0)
+        self.results = {"energy": 2.5 * (x**2).sum(), "forces": -5.0 * x}
+
+
+def test_thermostat_holds_the_target_for_a_small_molecule_with_light_atoms():
+    """ASE's fixcm=True Langevin runs ethanol at ~1020 K for an 800 K target (light H);
+    the benchmark's thermostat must hold 800 K."""
+    from ase.build import molecule
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = HarmonicWell()
+    rng = np.random.default_rng(0)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=800, rng=rng)
+    Stationary(atoms)
+    dyn = long_md.langevin(atoms, 800.0, 0.5, rng)
+    temperatures = []
+    dyn.attach(lambda: temperatures.append(atoms.get_temperature()), interval=5)
+    dyn.run(16000)
+    mean = np.mean(temperatures[200:])
+    assert 740 < mean < 860, mean

@@ -56,3 +56,11 @@ def default_attention_temperature(attention, state_dict: dict, prefix: str) -> N
     key = prefix + "score_temperature"
     if key not in state_dict:
         state_dict[key] = torch.ones_like(attention.score_temperature)
+
+
+def raw_attention_scores(attention, state_dict: dict, prefix: str) -> None:
+    """``NeighbourAttention`` before the normalised scores (0.2.0) used the raw ``q · k``:
+    such checkpoints have no ``normalized_scores`` buffer and load with it set to 0."""
+    key = prefix + "normalized_scores"
+    if key not in state_dict:
+        state_dict[key] = torch.zeros_like(attention.normalized_scores)

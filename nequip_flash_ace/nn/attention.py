@@ -34,8 +34,14 @@ def smooth_segment_softmax(
     with the host's polynomial cutoff (``p = 6``) the weights are C² there: value,
     first and second derivatives vanish at ``r_max``, the third does not. The sink term
     ``e^{b_i}`` keeps the denominator positive for atoms with no neighbours.
-    The per-centre maximum over ``{b_i} ∪ {s_ij : f_c(r_ij) > 0}`` is subtracted for
-    numerical stability; it is detached because the softmax does not depend on it.
+
+    Every term is evaluated as ``exp(s_ij + ln f_c(r_ij) - m_i)`` with the per-centre
+    shift ``m_i = max({b_i} ∪ {s_ij + ln f_c(r_ij) : f_c > 0})`` (detached: the softmax
+    does not depend on it). Shifting by the largest *term* rather than the largest
+    score keeps the largest term of every denominator exactly 1, so no edge can
+    underflow the others: with the score alone, a high-scoring edge just inside the
+    cutoff (``f_c`` tiny) would set the shift, push every other term and the sink below
+    float32's range and take the whole weight itself, a jump as it crosses ``r_max``.
 
     Args:
         scores: ``(num_edges, H)``
@@ -47,22 +53,23 @@ def smooth_segment_softmax(
     Returns:
         ``a``: ``(num_edges, H)``; ``Σ_j a_ij = 1 - (sink share) <= 1``.
     """
-    envelope = envelope.reshape(-1, 1)
+    envelope = envelope.reshape(-1, 1).expand_as(scores)
+    live = envelope > 0
+    # ln f_c on live edges; edges outside the cutoff get a finite stand-in (ln 1) and are
+    # masked below, so neither the value nor the gradient sees ln 0
+    log_envelope = torch.log(torch.where(live, envelope, torch.ones_like(envelope)))
+    terms = scores + log_envelope
     with torch.no_grad():
-        # edges outside the cutoff (f_c = 0) must not set the shift: their huge score
-        # could underflow every other term of the denominator to zero
-        live = torch.where(envelope > 0, scores, torch.full_like(scores, -math.inf))
         shift = sink_scores.detach().clone().scatter_reduce(
             0,
             edge_center.view(-1, 1).expand_as(scores),
-            live,
+            torch.where(live, terms, torch.full_like(terms, -math.inf)),
             reduce="amax",
             include_self=True,
         )
-    # live edges have exponent <= 0 by construction; the clamp only touches edges with
-    # f_c = 0, whose numerator is zero anyway (it prevents 0 * inf = nan)
-    exponent = (scores - torch.index_select(shift, 0, edge_center)).clamp(max=0.0)
-    numerator = envelope * torch.exp(exponent)
+    # live terms have exponent <= 0 by construction (the clamp only guards rounding)
+    exponent = (terms - torch.index_select(shift, 0, edge_center)).clamp(max=0.0)
+    numerator = torch.where(live, torch.exp(exponent), torch.zeros_like(exponent))
     denominator = torch.exp(sink_scores - shift) + scatter(
         numerator, edge_center, dim=0, dim_size=num_centers
     )
@@ -75,11 +82,12 @@ SCORE_INPUTS = ("pair", "environment", "many_body")
 class NeighbourAttention(torch.nn.Module):
     r"""Multi-head invariant attention weights for the atomic-basis sum.
 
-    Scores are ``s_ij = τ_h q_i · k_ij / sqrt(d)`` per head ``h`` with
-    ``k_ij = W_k h_j^{(0)} + W_r u_ij`` from the neighbour's scalar features plus the
-    (species-pair modulated, cutoff-multiplied) radial embedding ``u_ij`` of the
-    edge, a learned per-head temperature ``τ_h`` that starts at zero, and a query
-    set by ``score_inputs``:
+    Scores are ``s_ij = τ_h q̂_i · k̂_ij / sqrt(d)`` per head ``h``, where ``x̂ =
+    x / sqrt(mean_d(x²) + ε)`` is a head's query or key scaled to unit root-mean-square
+    (``ε = 1e-6``, so the map is smooth), with ``k_ij = W_k h_j^{(0)} + W_r u_ij`` from
+    the neighbour's scalar features plus the (species-pair modulated, cutoff-multiplied)
+    radial embedding ``u_ij`` of the edge, a learned per-head temperature ``τ_h`` that
+    starts at zero, and a query set by ``score_inputs``:
 
     - ``"pair"``: ``q_i = W_q h_i^{(0)}``, the centre's scalar features. In the
       first layer ``h^{(0)}`` is the type embedding, so the scores see only the
@@ -97,6 +105,17 @@ class NeighbourAttention(torch.nn.Module):
       neighbourhood (:class:`~nequip_flash_ace.nn.FlashACELayer` does): the query
       reads the centre's (ν+1)-body environment, not only its species and two-body
       summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local.
+
+    Why the normalisation: without it ``s`` and its gradient with respect to ``τ``
+    grow as ``|q||k|``, i.e. as the square of the incoming features, summed over
+    every edge of the batch. On the diverse silicon set (2 layers, lr 1e-2) that one
+    gradient reached 1266 of a total norm of 1370, so the global gradient clip (10)
+    shrank every other parameter's step a hundredfold on such batches, and the scores
+    of the second layer followed the size of the first layer's output
+    (``benchmarks/stability_diagnosis.py --train``). Normalised, ``|s| <= sqrt(d) |τ|``
+    and ``|∂s/∂τ| <= sqrt(d)`` whatever the features; the temperature alone sets how
+    sharp a head can be. Checkpoints trained before the normalisation have no
+    ``normalized_scores`` buffer and load with the raw ``q · k`` they were trained with.
 
     The sink score is a learnable per-species, per-head bias (zero at the start).
     The returned edge weights are
@@ -155,14 +174,44 @@ class NeighbourAttention(torch.nn.Module):
         self.sink_score = torch.nn.Parameter(torch.zeros(num_types, num_heads))
         self.score_temperature = torch.nn.Parameter(torch.full((num_heads,), float(initial_temperature)))
         self.inv_sqrt_d = 1.0 / math.sqrt(head_dim)
+        # 1: scores from unit-RMS queries and keys; 0 only for checkpoints trained before
+        # (set by _compat at load). The Python flag is what forward reads.
+        self.register_buffer("normalized_scores", torch.ones(()))
+        self.normalize = True
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         _compat.default_attention_temperature(self, state_dict, prefix)
+        _compat.raw_attention_scores(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self.normalize = bool(self.normalized_scores)
+
+    def scores(
+        self,
+        center_scalars: torch.Tensor,
+        neighbour_scalars: torch.Tensor,
+        edge_radial: torch.Tensor,
+        edge_center: torch.Tensor,
+        edge_neighbour: torch.Tensor,
+        center_coordination: torch.Tensor,
+    ) -> torch.Tensor:
+        """The scores ``s_ij`` before the softmax, ``(num_edges, H)``; arguments as in :meth:`forward`."""
+        num_centers = center_scalars.shape[0]
+        q = self.query(center_scalars)
+        if self.query_environment is not None:
+            mean_radial = scatter(edge_radial, edge_center, dim=0, dim_size=num_centers) / center_coordination
+            q = q + self.query_environment(torch.cat([mean_radial, torch.log(center_coordination)], dim=1))
+        k = torch.index_select(self.key_features(neighbour_scalars), 0, edge_neighbour)
+        k = k + self.key_radial(edge_radial)
+        q = torch.index_select(q, 0, edge_center).view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_heads, self.head_dim)
+        if self.normalize:
+            q = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + 1e-6)
+            k = k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return (q * k).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
 
     def forward(
         self,
@@ -190,14 +239,7 @@ class NeighbourAttention(torch.nn.Module):
             ``(num_edges, H)`` edge weights ``w_ij``
         """
         num_centers = center_scalars.shape[0]
-        q = self.query(center_scalars)
-        if self.query_environment is not None:
-            mean_radial = scatter(edge_radial, edge_center, dim=0, dim_size=num_centers) / center_coordination
-            q = q + self.query_environment(torch.cat([mean_radial, torch.log(center_coordination)], dim=1))
-        k = torch.index_select(self.key_features(neighbour_scalars), 0, edge_neighbour)
-        k = k + self.key_radial(edge_radial)
-        q = torch.index_select(q, 0, edge_center)
-        scores = (q * k).view(-1, self.num_heads, self.head_dim).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
+        scores = self.scores(center_scalars, neighbour_scalars, edge_radial, edge_center, edge_neighbour, center_coordination)
         sink = torch.index_select(self.sink_score, 0, center_types)
         a = smooth_segment_softmax(scores, edge_envelope, sink, edge_center, num_centers)
         return a * torch.index_select(center_coordination, 0, edge_center)

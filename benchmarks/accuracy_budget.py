@@ -10,6 +10,7 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study defaults --data paracetamol --budget-min 2.5 --seeds 0 1   # 1 vs 2 layers, peers
     python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10 --budget-min 60 --seeds 0 1 --jobs 2   # equal epochs, 2 runs at once
     python benchmarks/accuracy_budget.py --study scores --budget-min 2.5 --seeds 0 1   # what the attention scores see
+    python benchmarks/accuracy_budget.py --study attention --data acac --budget-min 2.5 --seeds 0 1   # does attention pay (every data set)
     python benchmarks/accuracy_budget.py --study knobs --budget-min 2.5 --seeds 0   # one knob at a time
 
 Every run is `nequip-train` on a bundled data set with its config in configs/, or a preset
@@ -101,6 +102,16 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
                     for layers in (2, 1) for heads in (4, 0)}
         settings.update({name: ("flash_ace", {}, kwargs) for name, kwargs in models.items() if not name.startswith("flash_ace")})
         return settings
+    if study == "attention":
+        # does attention earn its place: every attention setting against the same depth
+        # without it (1 and 2 layers), the 2-layer attention with normalised scores and the
+        # strictly local 1-layer many-body attention, beside the tutorial peers
+        models = peer_models()
+        settings = {f"flash_ace_{layers}L{'' if heads else '_no_attention'}": ("flash_ace", {"num_layers": layers, "num_heads": heads}, None)
+                    for layers, heads in ((1, 0), (2, 0), (2, 4))}
+        settings["flash_ace_1L_many_body"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
+        settings.update({name: ("flash_ace", {}, models[name]) for name in ("nequip", "allegro")})
+        return settings
     if study == "stability":
         # the diverse-structures issue's table: the default (attention off since it was
         # measured), attention on, ν = 2, and the peers
@@ -159,7 +170,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, scores, knobs, depth, ablation, local or stability")
+    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, attention, scores, knobs, depth, ablation, local or stability")
 
 
 BENCH_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -289,7 +300,7 @@ def _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kw
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "long", "defaults", "scores", "knobs", "depth", "ablation", "local", "stability"], default="peers")
+    parser.add_argument("--study", choices=["peers", "long", "defaults", "attention", "scores", "knobs", "depth", "ablation", "local", "stability"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -482,6 +493,11 @@ def comparisons(study, summary, results):
     elif study == "defaults":
         pairs = [("flash_ace_1L", "flash_ace_2L"), ("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L", "flash_ace_1L_no_attention")]
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
+    elif study == "attention":
+        # every attention setting against the same depth without it, depth against depth
+        pairs = [("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L_many_body", "flash_ace_1L_no_attention"),
+                 ("flash_ace_2L_no_attention", "flash_ace_1L_no_attention")]
+        pairs += [(flash, peer) for flash in summary if flash.startswith("flash_ace") for peer in ("nequip", "allegro")]
     elif study == "knobs":
         pairs = [(name, "flash_ace_default") for name in summary if name != "flash_ace_default"]
     elif study == "scores":

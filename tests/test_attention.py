@@ -381,6 +381,30 @@ def test_neighbour_crossing_cutoff_is_smooth(variant):
 
 
 @pytest.mark.parametrize("variant", WITH_ATTENTION)
+def test_sharp_attention_crossing_cutoff_stays_bounded_and_continuous_in_float32(variant):
+    """The same slide through r_max in float32 with sharp heads (τ = 8, so scores span
+    about ±20): forces stay finite, agree with the float64 model of the same weights to
+    float32 precision at every step, and do not jump (the softmax terms are shifted by
+    the largest s + ln f_c, so a vanishing edge never sets the scale of the others)."""
+    config = dict(ATTENTION_NU2, **VARIANTS[variant], attention_temperature_init=8.0)
+    model64 = build_model(config, "float64")
+    model32 = build_model(config, "float32")
+    model32.load_state_dict(model64.state_dict())
+    r_max = config["r_max"]
+    x_cross = np.sqrt(r_max**2 - 0.3**2 - 0.4**2)
+    f32, f64 = [], []
+    for off in np.arange(-20, 21) * 1e-4:
+        data = make_data(_dimer_trimer_positions(x_cross + off), [0, 1, 2, 1], r_max)
+        f32.append(energy_and_forces(model32, data)[1].numpy())
+        f64.append(energy_and_forces(model64, data)[1].numpy())
+    f32, f64 = np.array(f32), np.array(f64)
+    assert np.isfinite(f32).all()
+    scale = 1.0 + np.abs(f64).max()
+    assert np.abs(f32 - f64).max() < 1e-4 * scale, np.abs(f32 - f64).max()
+    assert np.abs(np.diff(f32, axis=0)).max() < 1e-4 * scale
+
+
+@pytest.mark.parametrize("variant", WITH_ATTENTION)
 def test_isolated_atoms_and_atoms_without_neighbours_give_the_shift(variant):
     model = build_model(dict(ATTENTION_NU2, **VARIANTS[variant]), "float64")
     shifts = ATTENTION_NU2["per_type_energy_shifts"]

@@ -1,7 +1,7 @@
 """ACE atomic basis: the edge tensor products ``R(r_ij) [h_j ⊗ Y(r̂_ij)]`` summed onto centres."""
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from e3nn.o3._irreps import Irreps
@@ -92,6 +92,40 @@ class AtomicBasis(torch.nn.Module):
                 persistent=False,
             )
 
+    def _node_features_per_edge(self, x: torch.Tensor, edge_neighbour: torch.Tensor) -> List[torch.Tensor]:
+        """The neighbour's features per input irrep as ``(E, 2l1+1, c)``."""
+        num_nodes = x.shape[0]
+        c = self.num_features
+        h = []
+        for x_l, d1 in zip(x.split(self.in_dims, dim=1), self.in_irrep_dims):
+            x_l = x_l.reshape(num_nodes, c, d1).transpose(1, 2).contiguous()
+            h.append(torch.index_select(x_l, 0, edge_neighbour))
+        return h
+
+    def _message(self, p_i: int, h: List[torch.Tensor], y: List[torch.Tensor], w: List[torch.Tensor]) -> torch.Tensor:
+        """Path ``p_i``'s edge messages ``msg_{e M c}`` (steps 1 and 2), ``(E, 2L+1, c)``."""
+        i_in, i_edge, L, _ = self.paths[p_i]
+        num_edges = y[i_edge].shape[0]
+        g = torch.matmul(y[i_edge], getattr(self, f"coupling_{p_i}")).view(num_edges, 2 * L + 1, self.in_irrep_dims[i_in])
+        return torch.bmm(g, h[i_in] * w[p_i].unsqueeze(1))
+
+    def _sum_onto_centres(self, message: torch.Tensor, edge_center: torch.Tensor, num_centers: int) -> torch.Tensor:
+        """Scatter-sum of one path's messages, in the mul_ir layout ``(num_centers, c (2L+1))``."""
+        # index_put with accumulate keeps only the index for its backward (a row gather);
+        # index_add would also keep the messages (measured: 164 MB of a 1000-atom
+        # energy+forces call)
+        summed = torch.zeros(
+            (num_centers,) + message.shape[1:], dtype=message.dtype, device=message.device
+        ).index_put((edge_center,), message, accumulate=True)
+        return summed.transpose(1, 2).reshape(num_centers, -1)
+
+    def _split(self, edge_attr: torch.Tensor, edge_weight: torch.Tensor):
+        # split/unbind rather than narrow: their backward is one cat, not a zero-filled
+        # full-size gradient per slice
+        y = edge_attr.split(self.edge_dims, dim=1)
+        w = edge_weight.view(edge_attr.shape[0], self.num_paths, self.num_features).unbind(1)
+        return list(y), list(w)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -101,31 +135,41 @@ class AtomicBasis(torch.nn.Module):
         edge_neighbour: torch.Tensor,
         num_centers: int,
     ) -> torch.Tensor:
-        num_edges = edge_attr.shape[0]
-        num_nodes = x.shape[0]
-        c = self.num_features
-        # node features per input irrep as (nodes, 2l1+1, c), then per edge
-        h = []
-        for x_l, d1 in zip(x.split(self.in_dims, dim=1), self.in_irrep_dims):
-            x_l = x_l.reshape(num_nodes, c, d1).transpose(1, 2).contiguous()
-            h.append(torch.index_select(x_l, 0, edge_neighbour))  # (E, 2l1+1, c)
-        y = edge_attr.split(self.edge_dims, dim=1)
-        # split/unbind rather than narrow: their backward is one cat, not a zero-filled
-        # full-size gradient per slice
-        w = edge_weight.view(num_edges, self.num_paths, c).unbind(1)
+        h = self._node_features_per_edge(x, edge_neighbour)
+        y, w = self._split(edge_attr, edge_weight)
+        # path by path: only one path's messages exist at a time
+        atom_blocks = [
+            self._sum_onto_centres(self._message(p_i, h, y, w), edge_center, num_centers)
+            for p_i in range(self.num_paths)
+        ]
+        return torch.cat([atom_blocks[i] for i in self.output_order], dim=1)
+
+    def messages(
+        self, x: torch.Tensor, edge_attr: torch.Tensor, edge_weight: torch.Tensor, edge_neighbour: torch.Tensor
+    ) -> List[torch.Tensor]:
+        """Every path's edge messages ``(E, 2L+1, c)``, kept for :meth:`weighted_sums`."""
+        h = self._node_features_per_edge(x, edge_neighbour)
+        y, w = self._split(edge_attr, edge_weight)
+        return [self._message(p_i, h, y, w) for p_i in range(self.num_paths)]
+
+    def weighted_sums(
+        self,
+        messages: List[torch.Tensor],
+        channel_weight: Optional[torch.Tensor],
+        edge_center: torch.Tensor,
+        num_centers: int,
+    ) -> torch.Tensor:
+        r"""``A_{icpM} = Σ_j a_{ijc} msg_{ijcpM}`` from :meth:`messages`: the same sum as
+        :meth:`forward` with edge weights ``R_{ijpc} a_{ijc}``, since the per-channel
+        factor ``a`` commutes with the coupling (``forward(edge_weight * a)`` is the
+        reference). Lets one set of messages serve several weightings (attention's
+        plain and attended passes) without recomputing the tensor products.
+        ``channel_weight``: ``(E, c)`` or ``None`` (all ones)."""
         atom_blocks: List[torch.Tensor] = []
-        for p_i, (i_in, i_edge, L, _) in enumerate(self.paths):
-            d1 = self.in_irrep_dims[i_in]
-            g = torch.matmul(y[i_edge], getattr(self, f"coupling_{p_i}")).view(num_edges, 2 * L + 1, d1)
-            message = torch.bmm(g, h[i_in] * w[p_i].unsqueeze(1))  # (E, 2L+1, c)
-            # sum onto the centres. index_put with accumulate keeps only the index for
-            # its backward (a row gather); index_add would also keep the messages
-            # (measured: 164 MB of a 1000-atom energy+forces call)
-            summed = torch.zeros(
-                (num_centers, 2 * L + 1, c), dtype=message.dtype, device=message.device
-            ).index_put((edge_center,), message, accumulate=True)
-            # mul_ir layout on the atoms: (c, 2L+1) per atom
-            atom_blocks.append(summed.transpose(1, 2).reshape(num_centers, c * (2 * L + 1)))
+        for message in messages:
+            if channel_weight is not None:
+                message = message * channel_weight.unsqueeze(1)
+            atom_blocks.append(self._sum_onto_centres(message, edge_center, num_centers))
         return torch.cat([atom_blocks[i] for i in self.output_order], dim=1)
 
     def extra_repr(self) -> str:

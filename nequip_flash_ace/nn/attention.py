@@ -143,6 +143,8 @@ class NeighbourAttention(torch.nn.Module):
         initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
             ``1`` starts from the random query/key projections)
         score_inputs: what the query sees, ``"pair"`` (default), ``"environment"`` or ``"many_body"``
+        normalized_scores: unit-RMS queries and keys (default); ``False``: the raw ``q · k``
+            of versions up to 0.2.0
 
     Shapes: see :meth:`forward`.
     """
@@ -156,6 +158,7 @@ class NeighbourAttention(torch.nn.Module):
         num_types: int,
         initial_temperature: float = 0.0,
         score_inputs: str = "pair",
+        normalized_scores: bool = True,
     ) -> None:
         super().__init__()
         if score_inputs not in SCORE_INPUTS:
@@ -176,8 +179,8 @@ class NeighbourAttention(torch.nn.Module):
         self.inv_sqrt_d = 1.0 / math.sqrt(head_dim)
         # 1: scores from unit-RMS queries and keys; 0 only for checkpoints trained before
         # (set by _compat at load). The Python flag is what forward reads.
-        self.register_buffer("normalized_scores", torch.ones(()))
-        self.normalize = True
+        self.register_buffer("normalized_scores", torch.tensor(float(normalized_scores)))
+        self.normalize = bool(normalized_scores)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -1,6 +1,6 @@
 """One Flash-ACE message-passing layer: atomic basis (with attention) → product basis → update → readout."""
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from e3nn.o3._irreps import Irreps
@@ -104,6 +104,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         attention_temperature_init: float = 0.0,
         attention_score_inputs: str = "pair",
         attention_zero_init: bool = True,
+        attention_normalized_scores: bool = True,
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
@@ -185,6 +186,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 num_types=num_types,
                 initial_temperature=attention_temperature_init,
                 score_inputs=attention_score_inputs,
+                normalized_scores=attention_normalized_scores,
             )
 
         # === 3. product basis ===
@@ -286,17 +288,8 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
         return (edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)).reshape(edge_weight.shape)
 
-    def _atomic_basis(self, data, x, edge_weight, coordination, num_local: int, local_types):
-        """``A_i`` (step 2): the weighted sum over ``i``'s edges, normalised, then the linear map."""
-        # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
-        a = self.atomic_basis(
-            x,
-            data[AtomicDataDict.EDGE_ATTRS_KEY],
-            edge_weight,
-            data[AtomicDataDict.EDGE_INDEX_KEY][0],
-            data[AtomicDataDict.EDGE_INDEX_KEY][1],
-            num_local,
-        )
+    def _normalized_atomic_basis(self, a, coordination, local_types):
+        """Step 2's normalisation and linear map of the summed atomic basis ``a``."""
         if self.normalize_by_coordination:
             a = a / coordination
         elif self.inverse_avg_num_neighbors.numel() == 1:
@@ -348,11 +341,23 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 data[AtomicDataDict.EDGE_CUTOFF_KEY].reshape(-1, 1), edge_center, dim=0, dim_size=num_local
             )
         scalars = x.narrow(1, 0, self.num_features)
-        if self.attention is not None and not self.attends_many_body:
-            # the query sees the centre's scalars (and, for "environment", two-body summaries)
-            w = self._attention_weights(data, scalars[:num_local], scalars, pair_embedding, coordination, num_local)
-            edge_weight = self._weighted(edge_weight, w)
-        a = self._atomic_basis(data, x, edge_weight, coordination, num_local, local_types)
+        edge_sh = data[AtomicDataDict.EDGE_ATTRS_KEY]
+        messages: List[torch.Tensor] = []
+        if self.attends_many_body:
+            # the attended pass reweights the same edge messages: keep them (the
+            # weights are known only after the first pass)
+            messages = self.atomic_basis.messages(x, edge_sh, edge_weight, edge_neighbour)
+            a = self.atomic_basis.weighted_sums(messages, None, edge_center, num_local)
+        else:
+            if self.attention is not None:
+                # the query sees the centre's scalars (and, for "environment", two-body
+                # summaries); the weights are known before the sum, so they go into the
+                # edge weights and the messages stream path by path
+                w = self._attention_weights(data, scalars[:num_local], scalars, pair_embedding, coordination, num_local)
+                edge_weight = self._weighted(edge_weight, w)
+            # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
+            a = self.atomic_basis(x, edge_sh, edge_weight, edge_center, edge_neighbour, num_local)
+        a = self._normalized_atomic_basis(a, coordination, local_types)
 
         # === 3. + 4. ===
         h_new = self.linear_out(self.product_basis(a, local_types))
@@ -363,7 +368,10 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             # basis reads the reweighted atomic basis
             query_scalars = h_new.narrow(1, 0, self.num_features)
             w = self._attention_weights(data, query_scalars, scalars, pair_embedding, coordination, num_local)
-            a_attended = self._atomic_basis(data, x, self._weighted(edge_weight, w), coordination, num_local, local_types)
+            channel_weight = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
+            a_attended = self._normalized_atomic_basis(
+                self.atomic_basis.weighted_sums(messages, channel_weight, edge_center, num_local), coordination, local_types
+            )
             h_new = h_new + self.linear_attended(self.attended_product_basis(a_attended, local_types))
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
 

@@ -227,10 +227,9 @@ def test_checkpoint_without_normalized_scores_loads_raw_scores():
 
 
 def test_scores_and_their_temperature_gradient_stay_bounded_as_features_grow():
-    """|s| <= sqrt(d)|τ| and |∂s/∂τ| <= sqrt(d) whatever the size of the features that
-    reach the query and key (a second layer reads the first one's output, which grows
-    with density). With raw q·k both grew as the features squared: the temperature's
-    gradient then dominated the clipped global gradient norm (the silicon divergence)."""
+    """|s| <= sqrt(d)|τ| and |∂s/∂τ| <= sqrt(d) per edge whatever the size of the
+    features that reach the query and key (a second layer reads the first one's output,
+    which grows with density). With raw q·k both grew as the features squared."""
     torch.manual_seed(3)
     att = NeighbourAttention(6, 3, 2, 4, 1, initial_temperature=1.5).double()
     centers, neighbours = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([1, 2, 0, 2, 1])

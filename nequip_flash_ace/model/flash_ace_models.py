@@ -84,7 +84,7 @@ def FlashACEModel(
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
         attention_score_inputs (str): what the attention query sees: ``pair`` (default), the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded); ``many_body``, the scalar invariants of a first product basis over the centre's neighbourhood, the reweighted atomic basis then going through a second product basis (strictly local in one layer)
         attention_zero_init (bool): ``many_body`` only: the attended product basis's output map starts at zero, so training starts from the plain backbone (default ``True``)
-        attention_normalized_scores (bool): scores from unit-RMS queries and keys, ``|s| <= sqrt(d) τ`` (default ``True``); ``False`` is the raw ``q · k`` of versions up to 0.2.0, kept to reproduce the stability study (it diverges on diverse crystals at two layers)
+        attention_normalized_scores (bool): scores from unit-RMS queries and keys, ``|s| <= sqrt(d) τ`` (default ``True``); ``False`` is the raw ``q · k`` of versions up to 0.2.0, kept for old checkpoints and the stability study's comparison
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
         readout_mlp_hidden_layers_depth (int), readout_mlp_hidden_layers_width (int): last layer's readout MLP (default ``1``, ``16``); the other layers read out linearly
         readout_mlp_nonlinearity (str): readout MLP nonlinearity (default ``silu``)

@@ -106,16 +106,16 @@ class NeighbourAttention(torch.nn.Module):
       reads the centre's (ν+1)-body environment, not only its species and two-body
       summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local.
 
-    Why the normalisation: without it ``s`` and its gradient with respect to ``τ``
-    grow as ``|q||k|``, i.e. as the square of the incoming features, summed over
-    every edge of the batch. On the diverse silicon set (2 layers, lr 1e-2) that one
-    gradient reached 1266 of a total norm of 1370, so the global gradient clip (10)
-    shrank every other parameter's step a hundredfold on such batches, and the scores
-    of the second layer followed the size of the first layer's output
-    (``benchmarks/stability_diagnosis.py --train``). Normalised, ``|s| <= sqrt(d) |τ|``
-    and ``|∂s/∂τ| <= sqrt(d)`` whatever the features; the temperature alone sets how
-    sharp a head can be. Checkpoints trained before the normalisation have no
-    ``normalized_scores`` buffer and load with the raw ``q · k`` they were trained with.
+    Why the normalisation: without it ``s`` grows as ``|q||k|``, i.e. as the square of
+    the incoming features, so a second layer's scores follow the size of the first
+    layer's output, which varies with density on diverse crystals, and a step of ``τ``
+    moves the scores by an amount set by those features. Normalised, ``|s| <= sqrt(d)
+    |τ|`` and ``|∂s_ij/∂τ| <= sqrt(d)`` per edge whatever the features; the temperature
+    alone sets how sharp a head can be. (The temperature's gradient is still a sum over
+    every edge of the batch, and it often holds most of the gradient norm on silicon,
+    with or without the normalisation: ``benchmarks/stability_diagnosis.py --train``.)
+    Checkpoints trained before the normalisation have no ``normalized_scores`` buffer
+    and load with the raw ``q · k`` they were trained with.
 
     The sink score is a learnable per-species, per-head bias (zero at the start).
     The returned edge weights are

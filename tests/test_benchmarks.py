@@ -87,7 +87,7 @@ def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 6, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -137,7 +137,7 @@ def test_study_settings_compose(tmp_path):
     assert accuracy_budget.default_flash_kwargs("cuau") == accuracy_budget.flash_model_kwargs(
         OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "default", "flash_ace", {}, None, 0, 2.5) / "bench.yaml")
     )
-    with pytest.raises(ValueError, match="choose peers, long, defaults, scores, knobs, depth, ablation, local or stability"):
+    with pytest.raises(ValueError, match="choose peers, long, defaults, attention, scores, knobs, depth, ablation, local or stability"):
         accuracy_budget.settings_for("width")
 
 

@@ -31,7 +31,9 @@ def tiny_data(tmp_path_factory):
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    # unbuffered: the progress line must reach the test when it is printed, not when the
+    # child's pipe buffer fills or the run ends (then the signal came after the last epoch)
+    return dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), PYTHONUNBUFFERED="1")
 
 
 def _train_until_epoch(run_dir, data_dir, epoch: int, sig):

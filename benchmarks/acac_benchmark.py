@@ -165,6 +165,11 @@ def write_report(results, budget, stem, prov):
     ok = [r for r in results if "error" not in r]
     names = list(dict.fromkeys(r["name"] for r in results))
     chosen = select_on_validation(ok)
+
+    def shows_test_data(name: str) -> bool:
+        # the test sets report, they never select: shown for the chosen setting, the
+        # shipped model and the peers only
+        return name in (chosen, "flash_ace") or is_peer(name)
     mace = PUBLISHED["MACE"]
     rows = []
     for name in names:
@@ -174,9 +179,7 @@ def write_report(results, budget, stem, prov):
             continue
         vals = {k: np.mean([metric_values(r)[k] for r in runs]) for k, _ in METRICS}
         label = name + (" (chosen on validation)" if name == chosen else "")
-        # the test sets report, they never select: shown for the chosen setting, the
-        # shipped model and the peers only
-        shown = name in (chosen, "flash_ace") or is_peer(name)
+        shown = shows_test_data(name)
         rows.append([label, len(runs), f"{runs[0]['params']:,}", f"{np.mean([r['epochs'] for r in runs]):.0f}",
                      f"{np.mean([r['curve_s'][-1] / 60 for r in runs]):.1f}",
                      f"{1e3 * np.mean([best_val(r, 'curve_val_force_rmse') for r in runs]):.1f} / "
@@ -189,8 +192,8 @@ def write_report(results, budget, stem, prov):
     for r in ok:
         conv_rows.append([r["name"], r["seed"], f"{r['curve_s'][-1] / 60:.1f}", r["epochs"],
                           "yes" if r["early_stopped"] else "no (budget)", f"{r['last_quarter_gain']:.3f}"])
-        if not (r["name"] in (chosen, "flash_ace") or is_peer(r["name"])):
-            continue  # test data: shown for the chosen setting, the shipped model and the peers only
+        if not shows_test_data(r["name"]):
+            continue
         profile_rows.append([r["name"], r["seed"], f"{r['h_transfer']['rmse_mev']:.1f}",
                              f"{r['h_transfer']['model_barrier_ev']:.3f} / {r['h_transfer']['dft_barrier_ev']:.3f}",
                              f"{r['dihedral']['rmse_mev']:.1f}",
@@ -242,7 +245,7 @@ def write_report(results, budget, stem, prov):
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": prov, "budget_min": budget}, indent=1))
-    plots(ok, stem, [r for r in ok if r["name"] in (chosen, "flash_ace") or is_peer(r["name"])])
+    plots(ok, stem, [r for r in ok if shows_test_data(r["name"])])
     print(f"wrote {RESULTS / (stem + '.md')}", flush=True)
 
 

@@ -285,8 +285,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         """The radial edge weights times the attention weights: every head owns a
         contiguous group of channels, and the weights are laid out as (path, channel), so
         a head's weight broadcasts over paths."""
-        w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
+        w = self._channel_weights(w)
         return (edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)).reshape(edge_weight.shape)
+
+    def _channel_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-head weights ``(E, H)`` spread over each head's group of channels, ``(E, C)``."""
+        return w.repeat_interleave(self.num_features // self.num_heads, dim=1)
 
     def _normalized_atomic_basis(self, a, coordination, local_types):
         """Step 2's normalisation and linear map of the summed atomic basis ``a``."""
@@ -368,9 +372,10 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             # basis reads the reweighted atomic basis
             query_scalars = h_new.narrow(1, 0, self.num_features)
             w = self._attention_weights(data, query_scalars, scalars, pair_embedding, coordination, num_local)
-            channel_weight = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
             a_attended = self._normalized_atomic_basis(
-                self.atomic_basis.weighted_sums(messages, channel_weight, edge_center, num_local), coordination, local_types
+                self.atomic_basis.weighted_sums(messages, self._channel_weights(w), edge_center, num_local),
+                coordination,
+                local_types,
             )
             h_new = h_new + self.linear_attended(self.attended_product_basis(a_attended, local_types))
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new

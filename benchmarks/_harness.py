@@ -44,7 +44,7 @@ def peer_models(matched_widths=None) -> dict:
     ``matched_widths = {"nequip": w, "allegro": w}`` adds the param-matched peers."""
     models = {
         "flash_ace": dict(FLASH_ACE),
-        "flash_ace_attention": dict(FLASH_ACE, num_heads=4),
+        "flash_ace_attention": dict(FLASH_ACE, num_heads=4, attention_score_inputs="pair"),
         "nequip": nequip_kwargs(),
         "allegro": allegro_kwargs(),
     }

@@ -192,7 +192,7 @@ def run_model_case(num_heads, num_atoms, mode, num_features=32, dtype="float32")
     model = build_model(
         dict(
             _target_="nequip_flash_ace.model.FlashACEModel", seed=0, r_max=R_MAX, type_names=["Cu", "Au"],
-            avg_num_neighbors=40.0, num_layers=2, l_max=2, num_features=num_features, correlation_order=3, num_heads=num_heads,
+            avg_num_neighbors=40.0, num_layers=2, l_max=2, num_features=num_features, correlation_order=3, num_heads=num_heads, attention_score_inputs="pair",
         ),
         dtype,
     )

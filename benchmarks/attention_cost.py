@@ -20,7 +20,7 @@ from _harness import FLASH_ACE, RESULTS, alternating_medians, atoms_to_data, bui
 
 MODELS = {
     "shipped (no attention)": dict(FLASH_ACE),
-    "4 heads, pair scores": dict(FLASH_ACE, num_heads=4),
+    "4 heads, pair scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="pair"),
     "4 heads, many_body scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="many_body"),
 }
 

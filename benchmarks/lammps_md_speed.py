@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 CASES = {
     # attention on (4 heads), as measured in benchmarks/results/lammps_md_speed.md (the
     # configs' default became num_heads: 0 later)
-    "flash_ace (2 layers)": ("flash_ace", {"num_layers": 2, "num_heads": 4}, None, "pair_nequip", "nequip", [(1, 2)]),
-    "flash_ace_local (1 layer)": ("flash_ace_local", {"num_heads": 4}, None, "pair_allegro", "allegro", [(1, 2), (2, 1)]),
+    "flash_ace (2 layers)": ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "pair"}, None, "pair_nequip", "nequip", [(1, 2)]),
+    "flash_ace_local (1 layer)": ("flash_ace_local", {"num_heads": 4, "attention_score_inputs": "pair"}, None, "pair_allegro", "allegro", [(1, 2), (2, 1)]),
     "nequip (tutorial)": ("flash_ace", {}, "nequip", "pair_nequip", "nequip", [(1, 2)]),
     "allegro (tutorial)": ("flash_ace", {}, "allegro", "pair_allegro", "allegro", [(1, 2), (2, 1)]),
 }

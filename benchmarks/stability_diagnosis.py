@@ -167,8 +167,8 @@ def report(results, stem):
 # name -> config overrides (the silicon config at two layers, its lr 1e-2)
 TRAIN_SETTINGS = {
     "2L_no_attention": ["num_heads=0"],
-    "2L_attention_raw_scores": ["num_heads=4", "+training_module.model.attention_normalized_scores=false"],
-    "2L_attention": ["num_heads=4"],
+    "2L_attention_raw_scores": ["num_heads=4", "attention_score_inputs=pair", "+training_module.model.attention_normalized_scores=false"],
+    "2L_attention": ["num_heads=4", "attention_score_inputs=pair"],
 }
 TRAIN_RUNS = Path(__file__).resolve().parent / "runs" / "stability_training"
 

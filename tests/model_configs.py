@@ -42,6 +42,7 @@ ATTENTION_NU2 = dict(
     num_heads=2,
     attention_head_dim=4,
     attention_temperature_init=1.0,
+    attention_score_inputs="pair",  # the variants of tests/test_attention.py change it
 )
 # the environment-aware query in a strictly local (one-layer) model
 ATTENTION_ENVIRONMENT_LOCAL = dict(

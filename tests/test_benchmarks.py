@@ -87,7 +87,7 @@ def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 6, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 6, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -128,6 +128,13 @@ def test_study_settings_compose(tmp_path):
     )
     assert cfg.chemical_symbols == ["Si"] and cfg.num_heads == 4 and cfg.max_epochs == 10
     assert cfg.data_dir.endswith("data/silicon_gfn1")
+    # a generated data set (not shipped): its folder under runs/ and its own species on the silicon config
+    config_name, knobs, _ = accuracy_budget.settings_for("attention_check", "alloy_emt")["flash_ace_attention_defaults"]
+    cfg = OmegaConf.load(
+        accuracy_budget.write_run_config(tmp_path / "alloy", config_name, knobs, None, 0, 60, "alloy_emt", 10) / "bench.yaml"
+    )
+    assert cfg.chemical_symbols == ["Al", "Ni", "Cu", "Pd"] and cfg.data_dir == str(accuracy_budget.GENERATED_DATA["alloy_emt"])
+    assert cfg.forces_weight == 10.0 and cfg.num_heads == 4 and cfg.training_module.model.type_names == ["Al", "Ni", "Cu", "Pd"]
     # the parameter count follows the model the run trains, knobs outside the top level included
     assert accuracy_budget.flash_model_kwargs(cfg)["num_heads"] == 4
     config_name, knobs, _ = accuracy_budget.settings_for("knobs")["flash_ace_radial_mlp_128"]
@@ -137,7 +144,7 @@ def test_study_settings_compose(tmp_path):
     assert accuracy_budget.default_flash_kwargs("cuau") == accuracy_budget.flash_model_kwargs(
         OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "default", "flash_ace", {}, None, 0, 2.5) / "bench.yaml")
     )
-    with pytest.raises(ValueError, match="choose peers, long, defaults, attention, scores, knobs, depth, ablation, local or stability"):
+    with pytest.raises(ValueError, match="choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability or attention_check"):
         accuracy_budget.settings_for("width")
 
 
@@ -269,3 +276,20 @@ def test_acac_selection_reads_validation_only(tmp_path, monkeypatch):
     assert "Chosen on validation: **flash_ace**" in text
     assert "| MACE (published, to convergence, GPU) |" in text and "22.40 (1.00×)" in text
     assert "50.00 (9.80×)" in text  # our 300 K force RMSE as a ratio to MACE's 5.1
+
+
+def test_alloy_emt_data_is_diverse_periodic_and_labelled():
+    """The unshipped check set: periodic 8/16-atom cells of the four metals, every frame
+    with energy, forces and stress, a relaxation's two frames kept together."""
+    import alloy_emt_data
+
+    groups, _ = alloy_emt_data.generate(seed=1, n_random=3, n_relaxed=1, per_prototype=1)
+    assert len(groups) == 3 + 1 + len(alloy_emt_data.PROTOTYPES)
+    assert [f.info["source"] for f in groups[3]] == ["relaxed", "relaxed"]
+    for group in groups:
+        for frame in group:
+            assert frame.pbc.all() and len(frame) in (8, 16)
+            assert set(frame.get_chemical_symbols()) <= set(alloy_emt_data.SPECIES)
+            assert np.isfinite(frame.get_forces()).all() and frame.get_stress().shape == (6,)
+            # the minimum-distance placement (random) and the mild rattles (prototypes) keep atoms apart
+            assert frame.get_all_distances(mic=True)[np.triu_indices(len(frame), 1)].min() > 1.0

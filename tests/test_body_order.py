@@ -74,7 +74,7 @@ def test_attention_breaks_strict_body_order():
     nu = 1
     config = dict(
         BASE, r_max=r_max, num_layers=1, l_max=1, feature_l_max=0, correlation_order=nu,
-        num_heads=2, attention_head_dim=4, readout_mlp_hidden_layers_depth=0,
+        num_heads=2, attention_head_dim=4, attention_score_inputs="pair", readout_mlp_hidden_layers_depth=0,
     )
     model = build_model(config, "float64")
     with torch.no_grad():

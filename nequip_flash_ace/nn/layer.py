@@ -102,7 +102,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         num_heads: int = 0,
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
-        attention_score_inputs: str = "pair",
+        attention_score_inputs: str = "many_body",
         attention_zero_init: bool = True,
         attention_normalized_scores: bool = True,
         readout_mlp_hidden_layers_depth: int = 0,

@@ -116,14 +116,16 @@ def _with_uncertainty_flag(checkpoint: Dict) -> Dict:
     return out
 
 
-def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
-    """Fit the uncertainty of the model in ``checkpoint_path``; write ``out_path``. Returns the fit."""
+def load_for_fit(checkpoint_path: Path):
+    """The model of ``checkpoint_path`` with ``last_layer_uncertainty`` on (buffers unfitted).
+
+    Returns ``(flagged checkpoint dict, lightning module, model, missing state keys)``;
+    ``model`` is the evaluation (EMA) model in eval mode.
+    """
     import hydra
 
     from nequip.model.utils import override_model_compile_mode
     from nequip.train.lightning import _SOLE_MODEL_KEY
-    from nequip.utils.global_dtype import _GLOBAL_DTYPE
-    from nequip.utils.dtype import torch_default_dtype
     from nequip.utils.global_state import set_global_state
 
     set_global_state()
@@ -132,8 +134,8 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
 
     training_module = hydra.utils.get_class(flagged["hyper_parameters"]["info_dict"]["training_module"]["_target_"])
     with tempfile.TemporaryDirectory() as tmp, override_model_compile_mode("eager"), warnings.catch_warnings():
-        # Lightning builds the flagged model from a file: a temporary one, so that out_path
-        # never holds an unfitted model (σ = 0) if the fit below fails.
+        # Lightning builds the flagged model from a file: a temporary one, so that no
+        # checkpoint the user sees ever holds an unfitted model (σ = 0).
         # The new buffers are not in the checkpoint yet: strict=False, and only they may be
         # missing (checked below), so Lightning's note that they are is expected
         unfitted = Path(tmp) / "unfitted.ckpt"
@@ -146,20 +148,36 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     model = lightning_module.evaluation_model[_SOLE_MODEL_KEY]  # the EMA weights, as inference uses
     model.eval()
     module = _uncertainty_module(model)
-    num_types = module.type_scales.numel()
-    module.type_scales.copy_(_type_scales(model, num_types))
+    module.type_scales.copy_(_type_scales(model, module.type_scales.numel()))
+    return flagged, lightning_module, model, missing
+
+
+@contextlib.contextmanager
+def run_datamodule(flagged: Dict, stage: str = "fit"):
+    """The checkpoint's own data module, set up for ``stage`` with training-only transforms off."""
+    import hydra
+
+    from nequip.utils.dtype import torch_default_dtype
+    from nequip.utils.global_dtype import _GLOBAL_DTYPE
 
     with torch_default_dtype(_GLOBAL_DTYPE):
-        data_config = copy.deepcopy(flagged["hyper_parameters"]["info_dict"]["data"])
-        datamodule = hydra.utils.instantiate(data_config, _recursive_=False)
+        datamodule = hydra.utils.instantiate(copy.deepcopy(flagged["hyper_parameters"]["info_dict"]["data"]), _recursive_=False)
         datamodule.prepare_data()
-        datamodule.setup(stage="fit")
+        datamodule.setup(stage=stage)
         try:
             with datamodule._unaugmented() if hasattr(datamodule, "_unaugmented") else contextlib.nullcontext():
-                train_f, _, _ = structure_features(model, datamodule.train_dataloader())
-                val_f, val_pred, val_ref = structure_features(model, datamodule.val_dataloader()[0])
+                yield datamodule
         finally:
-            datamodule.teardown(stage="fit")
+            datamodule.teardown(stage=stage)
+
+
+def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
+    """Fit the uncertainty of the model in ``checkpoint_path``; write ``out_path``. Returns the fit."""
+    flagged, lightning_module, model, missing = load_for_fit(checkpoint_path)
+    module = _uncertainty_module(model)
+    with run_datamodule(flagged) as datamodule:
+        train_f, _, _ = structure_features(model, datamodule.train_dataloader())
+        val_f, val_pred, val_ref = structure_features(model, datamodule.val_dataloader()[0])
 
     fit = fit_last_layer(train_f, val_f, val_pred - val_ref)
     module.inverse_covariance.copy_(torch.as_tensor(fit["inverse_covariance"]))

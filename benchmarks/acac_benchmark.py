@@ -53,6 +53,8 @@ def settings() -> dict:
     return {
         "flash_ace": ("flash_ace", {}, None),            # the shipped model on configs/flash_ace_acac.yaml
         "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, attention)
+        # the attention study's best setting on this data at 2.5 min: depth without attention
+        "flash_ace_2L_no_attention": ("flash_ace", {"num_layers": 2, "num_heads": 0}, None),
         # the energy's own look: the per-atom energy weighed up against the forces (1:1 shipped)
         "flash_ace_energy_weight_100": ("flash_ace", {"energy_weight": 100}, None),
         "flash_ace_energy_weight_1000": ("flash_ace", {"energy_weight": 1000}, None),

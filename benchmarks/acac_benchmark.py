@@ -297,7 +297,7 @@ def main():
     parser.add_argument("--budget-min", type=float, default=15.0, help="training wall time per run, minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=sorted(all_settings),
-                        help="run only these settings (default: flash_ace, flash_ace_deep, nequip, allegro)")
+                        help="run only these settings (default: flash_ace, flash_ace_deep, flash_ace_2L_no_attention, nequip, allegro)")
     parser.add_argument("--md-ps", type=float, default=20.0, help="MD picoseconds (half Langevin, half NVE); 0: none")
     parser.add_argument("--md-for", nargs="+", default=["flash_ace"], help="the settings whose trained model runs the MD")
     parser.add_argument("--resume", action="store_true", help="keep the finished runs saved under the same stem")
@@ -317,7 +317,7 @@ def main():
         results = [r for r in data["results"] if "error" not in r]
         prov = data["provenance"]
     done = {(r["name"], r["seed"]) for r in results}
-    default = ("flash_ace", "flash_ace_deep", "nequip", "allegro")
+    default = ("flash_ace", "flash_ace_deep", "flash_ace_2L_no_attention", "nequip", "allegro")
     chosen = {k: v for k, v in all_settings.items() if (k in args.only if args.only else k in default)}
     for seed in args.seeds:
         for name, setting in chosen.items():

@@ -543,7 +543,7 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
             continue
         # test errors of the chosen setting, the shipped default and the peers only: the
         # test split reports, it never selects
-        shown = name == chosen or name in SHIPPED or is_peer(name)
+        shown = name == chosen or name in SHIPPED or is_peer(name) or study == "attention_check"
         test = ([f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                  f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}"] if shown else ["–", "–", "–"])
         label = name + (" (chosen)" if name == chosen else "") + (" (shipped)" if name in SHIPPED else "")
@@ -570,10 +570,27 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
         lines += ["", "Ratios of mean validation force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
     if study == "stability":
         lines += ["", stability_table(results)]
+    if study == "attention_check":
+        lines += ["", "This data chose nothing, so every setting's test error is shown.", "", seed_ratio_table(results)]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": prov, "budget_min": budget, "seeds": seeds, "knobs": extra or {}}, indent=1))
     plot(results, RESULTS / f"{stem}.png", study)
     print(f"wrote {RESULTS / (stem + '.md')}", flush=True)
+
+
+def seed_ratio_table(results, setting="flash_ace_attention_defaults", peer="nequip", limit=0.8) -> str:
+    """Per seed, the test force MAE of ``setting`` over ``peer``'s, against ``limit`` (the
+    attention issue's acceptance: every seed ≤ 0.8× tutorial NequIP)."""
+    by_seed = {}
+    for r in results:
+        if "error" not in r and r["name"] in (setting, peer):
+            by_seed.setdefault(r["seed"], {})[r["name"]] = r["test_force_mae"]
+    rows = []
+    for seed, errs in sorted(by_seed.items()):
+        if len(errs) == 2:
+            ratio = errs[setting] / errs[peer]
+            rows.append([seed, f"{errs[setting]:.4f}", f"{errs[peer]:.4f}", f"{ratio:.2f}", "yes" if ratio <= limit else "**no**"])
+    return markdown_table(["seed", f"{setting} test F (eV/Å)", f"{peer} test F", "ratio", f"≤ {limit}×"], rows)
 
 
 def worst_rebound(curve, after_epoch=3):

@@ -293,3 +293,14 @@ def test_alloy_emt_data_is_diverse_periodic_and_labelled():
             assert np.isfinite(frame.get_forces()).all() and frame.get_stress().shape == (6,)
             # the minimum-distance placement (random) and the mild rattles (prototypes) keep atoms apart
             assert frame.get_all_distances(mic=True)[np.triu_indices(len(frame), 1)].min() > 1.0
+
+
+def test_attention_check_table_flags_each_seed_against_the_limit():
+    runs = [{"name": "flash_ace_attention_defaults", "seed": 0, "test_force_mae": 0.08},
+            {"name": "nequip", "seed": 0, "test_force_mae": 0.10},
+            {"name": "flash_ace_attention_defaults", "seed": 1, "test_force_mae": 0.09},
+            {"name": "nequip", "seed": 1, "test_force_mae": 0.10},
+            {"name": "flash_ace", "seed": 1, "test_force_mae": 0.01}]
+    rows = [line for line in accuracy_budget.seed_ratio_table(runs).splitlines() if line.startswith("| 0") or line.startswith("| 1")]
+    assert "0.80" in rows[0] and "| yes |" in rows[0]
+    assert "0.90" in rows[1] and "**no**" in rows[1]

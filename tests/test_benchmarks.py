@@ -211,18 +211,19 @@ def test_runs_at_once_only_for_equal_epoch_studies(tmp_path, monkeypatch, capsys
 
 @pytest.mark.slow
 def test_peer_training_run_at_budget(tmp_path, monkeypatch):
-    """One real equal-budget run of a peer through our config (model block swapped)."""
+    """One real run of a peer through our config (model block swapped), stopped by its
+    epoch limit: a fixed amount of work, so a busy machine changes its wall time only."""
     monkeypatch.setattr(accuracy_budget, "RESULTS", tmp_path)
     setting = ("flash_ace", {}, _harness.allegro_kwargs(WIDTHS["allegro"]))
-    result = accuracy_budget.train("allegro_small", setting, 0, 0.35, tmp_path / "runs")
+    result = accuracy_budget.train("allegro_small", setting, 0, 10.0, tmp_path / "runs", max_epochs=3)
     assert "error" not in result, result.get("error")
     assert result["params"] == _harness.count_params(setting[2], ["Cu", "Au"])
-    # learned something within ~20 s: well below the zero-force baseline (mean |F| ~ 0.75 eV/Å)
+    # learned something in 3 epochs: well below the zero-force baseline (mean |F| ~ 0.75 eV/Å)
     assert math.isfinite(result["test_force_mae"]) and result["test_force_mae"] < 0.5
-    assert result["epochs"] >= 1
+    assert result["epochs"] == 3
     assert all(m is not None and math.isfinite(m) for m in result["curve_test_force_mae"])
-    assert np.all(np.diff(result["curve_s"]) > 0) and result["curve_s"][-1] < 0.35 * 60 + 30
-    accuracy_budget.write_report([result], "peers", "smoke", 0.35, [0])
+    assert np.all(np.diff(result["curve_s"]) > 0) and result["curve_s"][-1] < 10.0 * 60
+    accuracy_budget.write_report([result], "peers", "smoke", 10.0, [0], max_epochs=3)
     assert "allegro_small" in (tmp_path / "smoke.md").read_text()
     assert (tmp_path / "smoke.png").is_file()
 
@@ -240,7 +241,9 @@ def test_product_basis_bench_runs_sparse_and_dense():
 def test_profile_charges_backward_to_the_modules():
     import profile_layer
 
-    model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8, num_layers=2, num_heads=4), ["Cu", "Au"], 5.0)
+    # pair scores: the atomic basis runs through its forward (many_body calls its parts)
+    model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8, num_layers=2, num_heads=4, attention_score_inputs="pair"),
+                                ["Cu", "Au"], 5.0)
     profile_layer.instrument(model)
     data = _harness.atoms_to_data(_harness.bulk_cuau(32), 5.0)
     per_module = profile_layer.profile(model, data, "train", repeats=1)

@@ -147,7 +147,8 @@ def test_wrong_saved_couplings_are_refused():
 def test_checkpoint_of_dense_version_reproduces_energies_and_forces():
     """A float64 model saved before the sparse evaluation loads and gives the same numbers."""
     saved = torch.load(Path(__file__).parent / "data" / "compat_nu3_attention.pt", weights_only=False)
-    model = build_model(saved["config"], "float64")
+    # saved when the builder's attention query defaulted to pair (its config does not name it)
+    model = build_model(dict(saved["config"], attention_score_inputs=saved["config"].get("attention_score_inputs", "pair")), "float64")
     model.load_state_dict(saved["state_dict"], strict=True)
     for ref in saved["references"]:
         s = {k: v.numpy() for k, v in ref["structure"].items()}

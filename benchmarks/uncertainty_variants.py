@@ -10,8 +10,9 @@ and test splits (the checkpoint's own data module): the summed readout features
 norm, and the force Gram ``G = Σ_a (∂F/∂r_a)(∂F/∂r_a)ᵀ`` (d×d; ``d`` backward passes).
 
 The variants differ only in the precision matrix ``Σ`` of the Bayesian linear readout
-(``σ²(x) = α² φ(x)ᵀ Σ⁻¹ φ(x)``), all calibrated the same way (ς², κ on a grid, α² closed
-form, lowest validation energy NLL):
+(``σ²(x) = α² φ(x)ᵀ Σ⁻¹ φ(x)``), all calibrated as the shipped fit does
+(``nequip_flash_ace.uncertainty.calibrate_precision``: ς² on its grid, α² closed form, lowest
+validation energy NLL; κ on a grid around it):
 
 - ``energy``: ``Σ = Σ_train F Fᵀ + ς² I`` (what ships today);
 - ``energy+types``: ``φ = (F, n_types)``, the per-type energy shifts counted as readout weights;
@@ -33,7 +34,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import RESULTS, RUNS, markdown_table, provenance  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 RUN_DIRS = {
     "cuau": RUNS / "uncertainty" / "quality_cuau",
     "paracetamol": RUNS / "uncertainty" / "quality_paracetamol",
@@ -56,7 +56,6 @@ def extract_loader(model, loader) -> list:
     """Per-structure records over ``loader`` (see the module docstring)."""
     from nequip.data import AtomicDataDict
 
-    from nequip_flash_ace import _keys
     from nequip_flash_ace.uncertainty import _uncertainty_module
 
     module = _uncertainty_module(model)
@@ -93,7 +92,6 @@ def extract_loader(model, loader) -> list:
 def extract(name: str) -> None:
     from nequip_flash_ace.uncertainty import load_for_fit, run_datamodule
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     flagged, _, model, _ = load_for_fit(RUN_DIRS[name] / "best.ckpt")
     splits = {}
     with run_datamodule(flagged, "fit") as dm:
@@ -139,24 +137,10 @@ def precision(train, num_types, variant, kappa):
     return gram
 
 
-def calibrate(gram, val_phi, val_err):
-    """ς² on a grid relative to the mean eigenvalue, α² closed form, lowest validation NLL."""
-    d = gram.shape[0]
-    mean_eig = np.trace(gram) / d
-    best = None
-    for rel in 10.0 ** np.arange(-8, 3):
-        inv = np.linalg.inv(gram + rel * mean_eig * np.eye(d))
-        s = np.maximum(np.einsum("vi,ij,vj->v", val_phi, inv, val_phi), 1e-300)
-        alpha2 = float(np.mean(val_err**2 / s))
-        var = alpha2 * s
-        nll = float(np.mean(np.log(var) + val_err**2 / var))
-        if best is None or nll < best["nll"]:
-            best = {"inv": inv, "alpha2": alpha2, "rel": rel, "nll": nll}
-    return best
-
-
 def evaluate(store, variant):
     from scipy.stats import spearmanr
+
+    from nequip_flash_ace.uncertainty import calibrate_precision
 
     splits, num_types = store["splits"], store["num_types"]
     with_types = variant != "energy"
@@ -165,18 +149,18 @@ def evaluate(store, variant):
     kappas = [None] if variant != "forces+types" else list(10.0 ** np.arange(-3, 4))
     best = None
     for kappa in kappas:
-        fit = calibrate(precision(splits["train"], num_types, variant, kappa), val_phi, val_err)
+        fit = calibrate_precision(precision(splits["train"], num_types, variant, kappa), val_phi, val_err)
         fit["kappa"] = kappa
         if best is None or fit["nll"] < best["nll"]:
             best = fit
-    out = {"variant": variant, "val_nll": best["nll"], "rel_regulariser": best["rel"], "kappa": best["kappa"]}
+    out = {"variant": variant, "val_nll": best["nll"], "regulariser": best["regulariser"], "kappa": best["kappa"]}
     for name in sorted(k for k in splits if k.startswith("test")):
         recs = splits[name]
         phi = _phi(recs, num_types, with_types)
         err = np.abs([r["e_err"] for r in recs])
-        sigma = np.sqrt(best["alpha2"] * np.einsum("vi,ij,vj->v", phi, best["inv"], phi))
+        sigma = np.sqrt(best["variance_scale"] * np.einsum("vi,ij,vj->v", phi, best["inverse_covariance"], phi))
         phi_a = _phi_atoms(recs, num_types, with_types)
-        sigma_a = np.sqrt(best["alpha2"] * np.einsum("vi,ij,vj->v", phi_a, best["inv"], phi_a))
+        sigma_a = np.sqrt(best["variance_scale"] * np.einsum("vi,ij,vj->v", phi_a, best["inverse_covariance"], phi_a))
         f_err = np.concatenate([r["f_err"] for r in recs])
         out[name] = {
             "spearman_energy": float(spearmanr(sigma, err).statistic),

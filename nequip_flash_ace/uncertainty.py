@@ -49,9 +49,17 @@ def fit_last_layer(train_features: np.ndarray, val_features: np.ndarray, val_err
         and ``nll`` (the validation mean negative log-likelihood, up to a constant)
     """
     train_features = np.asarray(train_features, dtype=np.float64)
+    return calibrate_precision(train_features.T @ train_features, val_features, val_errors)
+
+
+def calibrate_precision(gram: np.ndarray, val_features: np.ndarray, val_errors: np.ndarray) -> Dict:
+    """:func:`fit_last_layer` for a given training Gram matrix (``Σ_train F Fᵀ`` there; any
+    positive semi-definite precision of the readout weights, e.g. one with force terms):
+    ``Σ = gram + ς² I`` with ``ς²`` on :data:`REGULARISER_GRID` (relative to the mean
+    eigenvalue of ``gram``), ``α²`` closed form, the lowest validation NLL kept. Same return."""
+    gram = np.asarray(gram, dtype=np.float64)
     val_features = np.asarray(val_features, dtype=np.float64)
     errors_sq = np.asarray(val_errors, dtype=np.float64) ** 2
-    gram = train_features.T @ train_features
     d = gram.shape[0]
     mean_eigenvalue = max(np.trace(gram) / d, np.finfo(np.float64).tiny)
     best = None

@@ -137,28 +137,70 @@ def precision(train, num_types, variant, kappa):
     return gram
 
 
+def nll_heads(train_phi, train_err, val_phi, val_err) -> dict:
+    """The ``nll_heads`` variant (module docstring): returns the same keys as
+    ``calibrate_precision`` plus ``noise`` (s²) and ``heads`` (M); ``inverse_covariance`` is C."""
+    torch.set_num_threads(1)  # seconds of work; leaves the other core to a running study
+    phi = torch.as_tensor(train_phi, dtype=torch.float64)
+    err_sq = torch.as_tensor(train_err, dtype=torch.float64) ** 2
+    scale = phi.std(0).clamp_min(1e-12)
+    standard = phi / scale
+    val_err_sq = np.asarray(val_err, dtype=np.float64) ** 2
+    best = None
+    for heads in (1, 4, 16):
+        for ridge in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
+            torch.manual_seed(0)
+            spread = (0.01 * torch.randn(phi.shape[1], heads, dtype=torch.float64)).requires_grad_(True)
+            log_noise = torch.log(err_sq.mean()).detach().requires_grad_(True)
+            opt = torch.optim.LBFGS([spread, log_noise], max_iter=400, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                variance = ((standard @ spread) ** 2).sum(1) + log_noise.exp()
+                loss = (variance.log() + err_sq / variance).mean() + ridge * (spread**2).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            loadings = (spread / scale[:, None]).detach()
+            c = (loadings @ loadings.T).numpy()
+            noise = float(log_noise.exp())
+            raw = np.einsum("vi,ij,vj->v", val_phi, c, val_phi) + noise
+            variance_scale = float(np.mean(val_err_sq / raw))
+            nll = float(np.mean(np.log(variance_scale * raw) + val_err_sq / (variance_scale * raw)))
+            if best is None or nll < best["nll"]:
+                best = {"inverse_covariance": c, "variance_scale": variance_scale, "noise": noise, "nll": nll,
+                        "regulariser": ridge, "heads": heads}
+    return best
+
+
 def evaluate(store, variant):
     from scipy.stats import spearmanr
 
     from nequip_flash_ace.uncertainty import calibrate_precision
 
     splits, num_types = store["splits"], store["num_types"]
-    with_types = variant != "energy"
+    with_types = variant in ("energy+types", "forces+types")
     val_phi = _phi(splits["val"], num_types, with_types)
     val_err = np.array([r["e_err"] for r in splits["val"]])
     kappas = [None] if variant != "forces+types" else list(10.0 ** np.arange(-3, 4))
     best = None
+    if variant == "nll_heads":
+        best = nll_heads(_phi(splits["train"], num_types, False), [r["e_err"] for r in splits["train"]], val_phi, val_err)
+        best["kappa"] = None
+        kappas = []
     for kappa in kappas:
         fit = calibrate_precision(precision(splits["train"], num_types, variant, kappa), val_phi, val_err)
         fit["kappa"] = kappa
         if best is None or fit["nll"] < best["nll"]:
             best = fit
-    out = {"variant": variant, "val_nll": best["nll"], "regulariser": best["regulariser"], "kappa": best["kappa"]}
+    out = {"variant": variant, "val_nll": best["nll"], "regulariser": best["regulariser"], "kappa": best["kappa"], "heads": best.get("heads")}
+    noise = best.get("noise", 0.0)
     for name in sorted(k for k in splits if k.startswith("test")):
         recs = splits[name]
         phi = _phi(recs, num_types, with_types)
         err = np.abs([r["e_err"] for r in recs])
-        sigma = np.sqrt(best["variance_scale"] * np.einsum("vi,ij,vj->v", phi, best["inverse_covariance"], phi))
+        sigma = np.sqrt(best["variance_scale"] * (np.einsum("vi,ij,vj->v", phi, best["inverse_covariance"], phi) + noise))
         phi_a = _phi_atoms(recs, num_types, with_types)
         sigma_a = np.sqrt(best["variance_scale"] * np.einsum("vi,ij,vj->v", phi_a, best["inverse_covariance"], phi_a))
         f_err = np.concatenate([r["f_err"] for r in recs])
@@ -209,7 +251,7 @@ def main(argv=None):
     results = []
     for name in args.data:
         store = torch.load(STORE / f"{name}.pt", weights_only=False)
-        for variant in ("energy", "energy+types", "forces+types"):
+        for variant in ("energy", "energy+types", "forces+types", "nll_heads"):
             r = evaluate(store, variant)
             r["data"] = name
             results.append(r)

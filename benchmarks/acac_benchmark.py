@@ -51,13 +51,14 @@ def settings() -> dict:
     """name -> (config or preset, knob overrides, peer model kwargs or None), as in accuracy_budget."""
     peers = peer_models()
     return {
-        "flash_ace": ("flash_ace", {}, None),            # the shipped model on configs/flash_ace_acac.yaml
+        "flash_ace": ("flash_ace", {}, None),            # the shipped model on configs/flash_ace_acac.yaml (2 layers)
+        # one layer: strictly local (pair_style allegro on many ranks); shipped until 2026-12-05
+        "flash_ace_1L": ("flash_ace", {"num_layers": 1}, None),
         "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, attention)
-        # the attention study's best setting on this data at 2.5 min: depth without attention
-        "flash_ace_2L_no_attention": ("flash_ace", {"num_layers": 2, "num_heads": 0}, None),
-        # the energy's own look: the per-atom energy weighed up against the forces (1:1 shipped)
-        "flash_ace_energy_weight_100": ("flash_ace", {"energy_weight": 100}, None),
-        "flash_ace_energy_weight_1000": ("flash_ace", {"energy_weight": 1000}, None),
+        # the energy's own look, on the one-layer model: the per-atom energy weighed up
+        # against the forces (1:1 shipped)
+        "flash_ace_energy_weight_100": ("flash_ace", {"num_layers": 1, "energy_weight": 100}, None),
+        "flash_ace_energy_weight_1000": ("flash_ace", {"num_layers": 1, "energy_weight": 1000}, None),
         "nequip": ("flash_ace", {}, peers["nequip"]),    # tutorial size
         "allegro": ("flash_ace", {}, peers["allegro"]),  # tutorial size
     }
@@ -170,8 +171,8 @@ def write_report(results, budget, stem, prov):
 
     def shows_test_data(name: str) -> bool:
         # the test sets report, they never select: shown for the chosen setting, the
-        # shipped model and the peers only
-        return name in (chosen, "flash_ace") or is_peer(name)
+        # shipped model, the strictly local one (the multi-rank LAMMPS route) and the peers
+        return name in (chosen, "flash_ace", "flash_ace_1L") or is_peer(name)
     mace = PUBLISHED["MACE"]
     rows = []
     for name in names:
@@ -223,6 +224,11 @@ def write_report(results, budget, stem, prov):
                   "5.1 meV/Å + validation energy RMSE / 0.9 meV (each its best over the epochs; the published MACE 300 K "
                   "errors only set the units, so that forces and energies count alike). Validation: the 50 held-out "
                   "frames of train_300K.xyz."]
+    relabelled = sorted({(r["relabelled_from"], r["name"], r["provenance"]["git_commit"]) for r in ok if "relabelled_from" in r})
+    if relabelled:
+        # the settings are named after what they train; a run saved under an older name keeps its numbers
+        lines += ["", "Saved under an older name (the run is the same model): " + "; ".join(
+            f"`{old}` (commit {commit}) is `{new}` now" for old, new, commit in relabelled) + "."]
     lines += ["", "## How far from converged", "",
               "Last-quarter gain: best validation force RMSE at 3/4 of the run's training time divided by the best at "
               "the end (1.000: nothing gained in the last quarter). Early-stopped: the config's early stopping "
@@ -297,7 +303,7 @@ def main():
     parser.add_argument("--budget-min", type=float, default=15.0, help="training wall time per run, minutes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", choices=sorted(all_settings),
-                        help="run only these settings (default: flash_ace, flash_ace_deep, flash_ace_2L_no_attention, nequip, allegro)")
+                        help="run only these settings (default: flash_ace, flash_ace_1L, flash_ace_deep, nequip, allegro)")
     parser.add_argument("--md-ps", type=float, default=20.0, help="MD picoseconds (half Langevin, half NVE); 0: none")
     parser.add_argument("--md-for", nargs="+", default=["flash_ace"], help="the settings whose trained model runs the MD")
     parser.add_argument("--resume", action="store_true", help="keep the finished runs saved under the same stem")
@@ -317,7 +323,7 @@ def main():
         results = [r for r in data["results"] if "error" not in r]
         prov = data["provenance"]
     done = {(r["name"], r["seed"]) for r in results}
-    default = ("flash_ace", "flash_ace_deep", "flash_ace_2L_no_attention", "nequip", "allegro")
+    default = ("flash_ace", "flash_ace_1L", "flash_ace_deep", "nequip", "allegro")
     chosen = {k: v for k, v in all_settings.items() if (k in args.only if args.only else k in default)}
     for seed in args.seeds:
         for name, setting in chosen.items():

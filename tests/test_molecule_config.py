@@ -3,7 +3,7 @@ as a user runs it: ``nequip-train -cp configs -cn flash_ace_paracetamol``, here 
 k-th frame of the bundled split files (all trajectories) for a few epochs.
 
 What it checks beyond "the command exits 0": the model built is the config's own
-(the builder's defaults: one layer, no attention, ``l_max`` 2), the per-type energy shifts are the least-squares
+(two layers, no attention, ``l_max`` 2), the per-type energy shifts are the least-squares
 fit over the training frames (H, C, N, O differ), no stress is asked of a molecule in
 vacuum, and the validation force error falls.
 """
@@ -49,7 +49,7 @@ def test_molecule_config_trains_and_tests(molecule_run):
 def test_molecule_checkpoint_is_the_configs_model_with_least_squares_shifts(molecule_run):
     run_dir, data, _ = molecule_run
     model_cfg = checkpoint_model_config(run_dir)
-    assert model_cfg["l_max"] == 2 and model_cfg["num_layers"] == 1 and model_cfg["num_heads"] == 0
+    assert model_cfg["l_max"] == 2 and model_cfg["num_layers"] == 2 and model_cfg["num_heads"] == 0
     assert list(model_cfg["type_names"]) == SYMBOLS
 
     # the shifts the run used are the least-squares per-type energies of its training frames

@@ -398,7 +398,19 @@ def main():
 PEERS = ("nequip", "allegro")
 # the shipped default's name in each study (peers/long/stability, knobs, defaults, scores):
 # chosen across the data sets (docs/benchmarks.md), so its test error is reported too
-SHIPPED = ("flash_ace", "flash_ace_default", "flash_ace_1L_no_attention", "flash_ace_no_attention")
+SHIPPED = ("flash_ace", "flash_ace_default", "flash_ace_no_attention")
+
+
+def shipped_names(dataset: str) -> set:
+    """:data:`SHIPPED` plus the attention study's name for what the data set's config ships
+    (``flash_ace_<layers>L_no_attention``: one layer on the periodic sets, two on molecules)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(REPO / "configs" / f"{DATASETS[dataset][0]}.yaml")
+    names = set(SHIPPED)
+    if config.get("num_heads", 0) == 0:
+        names.add(f"flash_ace_{config.get('num_layers', 1)}L_no_attention")
+    return names
 
 
 def is_peer(name: str) -> bool:
@@ -538,16 +550,17 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     # an acceptance check on data that chose nothing names no choice
     chosen = select(finished) if study != "attention_check" and any(not is_peer(r["name"]) for r in finished) else None
     rows = []
+    shipped = shipped_names(dataset)
     for name, s in summary.items():
         if "error" in s:
             rows.append([name, 0, "fails: " + s["error"]] + ["-"] * 7)
             continue
         # test errors of the chosen setting, the shipped default and the peers only: the
         # test split reports, it never selects
-        shown = name == chosen or name in SHIPPED or is_peer(name) or study == "attention_check"
+        shown = name == chosen or name in shipped or is_peer(name) or study == "attention_check"
         test = ([f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                  f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}"] if shown else ["–", "–", "–"])
-        label = name + (" (chosen)" if name == chosen else "") + (" (shipped)" if name in SHIPPED else "")
+        label = name + (" (chosen)" if name == chosen else "") + (" (shipped)" if name in shipped else "")
         rows.append([label, s["runs"],
                      f"{s['val_force_mae']:.4f} ± {s['val_force_mae_std']:.4f}", *test,
                      f"{s['epochs']:.1f}", f"{s['trained_min']:.1f}", s["params"]])

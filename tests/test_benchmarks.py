@@ -330,3 +330,13 @@ def test_nll_heads_recovers_a_heteroscedastic_variance():
     assert np.median(variance / true_variance[2500:]) == pytest.approx(1.0, abs=0.15)
     bayes = np.einsum("vi,ij,vj->v", test_phi, np.linalg.inv(phi[:2000].T @ phi[:2000]), test_phi)
     assert spearmanr(bayes, true_variance[2500:]).statistic < 0.5
+
+
+def test_reports_call_shipped_what_each_data_sets_config_ships():
+    """The attention study's "(shipped)" label (and so which test errors a report shows)
+    follows the config: one layer on the periodic sets, two on the molecules."""
+    assert "flash_ace_1L_no_attention" in accuracy_budget.shipped_names("cuau")
+    assert "flash_ace_1L_no_attention" in accuracy_budget.shipped_names("silicon")
+    for molecule in ("paracetamol", "acac"):
+        names = accuracy_budget.shipped_names(molecule)
+        assert "flash_ace_2L_no_attention" in names and "flash_ace_1L_no_attention" not in names

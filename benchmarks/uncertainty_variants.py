@@ -164,7 +164,7 @@ def nll_heads(train_phi, train_err, val_phi, val_err) -> dict:
             opt.step(closure)
             loadings = (spread / scale[:, None]).detach()
             c = (loadings @ loadings.T).numpy()
-            noise = float(log_noise.exp())
+            noise = float(log_noise.detach().exp())
             raw = np.einsum("vi,ij,vj->v", val_phi, c, val_phi) + noise
             variance_scale = float(np.mean(val_err_sq / raw))
             nll = float(np.mean(np.log(variance_scale * raw) + val_err_sq / (variance_scale * raw)))

@@ -40,8 +40,11 @@ def _train_until_epoch(run_dir, data_dir, epoch: int, sig):
     """Start nequip-train, send ``sig`` once the progress line of ``epoch`` is out; the full output."""
     cmd = ["nequip-train", "-cp", str(CONFIG_DIR), "-cn", "flash_ace", f"data_dir={data_dir}",
            f"hydra.run.dir={run_dir}", f"max_epochs={MAX_EPOCHS}", *TINY]
+    # SIGINT back to its default in the child: a shell starts background jobs with SIGINT
+    # ignored, the child would inherit that and Python would then never raise
+    # KeyboardInterrupt (a user's Ctrl-C in a terminal always has the default)
     proc = subprocess.Popen(cmd, cwd=run_dir.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines, deadline = [], time.time() + 600
     for line in proc.stdout:
         lines.append(line)

@@ -120,6 +120,8 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the 2-layer attention as the issue measured it: pair scores, whatever the default
         settings["flash_ace_2L"][1]["attention_score_inputs"] = "pair"
         settings["flash_ace_1L_many_body"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
+        # attention on top of depth with the many-body query (where depth wins: the molecules)
+        settings["flash_ace_2L_many_body"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
         settings.update({name: ("flash_ace", {}, models[name]) for name in ("nequip", "allegro")})
         return settings
     if study == "attention_check":

@@ -406,12 +406,10 @@ SHIPPED = ("flash_ace", "flash_ace_default", "flash_ace_no_attention")
 def shipped_names(dataset: str) -> set:
     """:data:`SHIPPED` plus the attention study's name for what the data set's config ships
     (``flash_ace_<layers>L_no_attention``: one layer on the periodic sets, two on molecules)."""
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.load(REPO / "configs" / f"{DATASETS[dataset][0]}.yaml")
+    model = default_flash_kwargs(dataset)  # composed: a config's inherited values count too
     names = set(SHIPPED)
-    if config.get("num_heads", 0) == 0:
-        names.add(f"flash_ace_{config.get('num_layers', 1)}L_no_attention")
+    if model["num_heads"] == 0:
+        names.add(f"flash_ace_{model['num_layers']}L_no_attention")
     return names
 
 

@@ -183,17 +183,14 @@ def evaluate(store, variant):
     with_types = variant in ("energy+types", "forces+types")
     val_phi = _phi(splits["val"], num_types, with_types)
     val_err = np.array([r["e_err"] for r in splits["val"]])
-    kappas = [None] if variant != "forces+types" else list(10.0 ** np.arange(-3, 4))
-    best = None
     if variant == "nll_heads":
-        best = nll_heads(_phi(splits["train"], num_types, False), [r["e_err"] for r in splits["train"]], val_phi, val_err)
-        best["kappa"] = None
-        kappas = []
-    for kappa in kappas:
-        fit = calibrate_precision(precision(splits["train"], num_types, variant, kappa), val_phi, val_err)
-        fit["kappa"] = kappa
-        if best is None or fit["nll"] < best["nll"]:
-            best = fit
+        best = dict(nll_heads(_phi(splits["train"], num_types, False), [r["e_err"] for r in splits["train"]], val_phi, val_err),
+                    kappa=None)
+    else:
+        kappas = [None] if variant != "forces+types" else list(10.0 ** np.arange(-3, 4))
+        fits = (dict(calibrate_precision(precision(splits["train"], num_types, variant, kappa), val_phi, val_err), kappa=kappa)
+                for kappa in kappas)
+        best = min(fits, key=lambda fit: fit["nll"])
     out = {"variant": variant, "val_nll": best["nll"], "regulariser": best["regulariser"], "kappa": best["kappa"], "heads": best.get("heads")}
     noise = best.get("noise", 0.0)
     for name in sorted(k for k in splits if k.startswith("test")):

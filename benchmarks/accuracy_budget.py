@@ -63,7 +63,7 @@ DATASETS = {
 GENERATED_DATA = {"alloy_emt": RUNS / "alloy_emt"}
 FLASH_KNOBS = ("num_layers", "num_heads", "attention_score_inputs", "l_max", "num_radial", "num_features",
                "correlation_order", "radial_mlp_width", "radial_mlp_depth", "feature_l_max", "attention_head_dim",
-               "readout_mlp_hidden_layers_width", "readout_mlp_hidden_layers_depth", "attention_correlation_order")
+               "readout_mlp_hidden_layers_width", "readout_mlp_hidden_layers_depth")
 
 
 def flash_model_kwargs(cfg) -> dict:
@@ -120,12 +120,6 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the 2-layer attention as the issue measured it: pair scores, whatever the default
         settings["flash_ace_2L"][1]["attention_score_inputs"] = "pair"
         settings["flash_ace_1L_many_body"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
-        # the same with a cheaper attended pass (its product basis at ν = 2 or 1): per epoch
-        # many_body was 0.93-0.98x the no-attention error on three sets, at 1.96x the step cost
-        for order in (2, 1):
-            settings[f"flash_ace_1L_many_body_nu{order}"] = (
-                "flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body",
-                              "+training_module.model.attention_correlation_order": order}, None)
         # attention on top of depth with the many-body query (where depth wins: the molecules)
         settings["flash_ace_2L_many_body"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
         settings.update({name: ("flash_ace", {}, models[name]) for name in ("nequip", "allegro")})

@@ -1,7 +1,6 @@
 """What attention costs in the shipped one-layer model: a training step and an
 energy+forces call of the default model (no attention) against the same model with
-4 heads of ``pair`` scores and of ``many_body`` scores (its attended product basis at
-the backbone's correlation order and lower), in one process.
+4 heads of ``pair`` scores and of ``many_body`` scores, in one process.
 
     python benchmarks/attention_cost.py            # 1000-atom Cu-Au cell
 
@@ -23,9 +22,6 @@ MODELS = {
     "shipped (no attention)": dict(FLASH_ACE),
     "4 heads, pair scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="pair"),
     "4 heads, many_body scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="many_body"),
-    # the attended product basis at a lower correlation order (attention_correlation_order)
-    "4 heads, many_body, attended ν=2": dict(FLASH_ACE, num_heads=4, attention_score_inputs="many_body", attention_correlation_order=2),
-    "4 heads, many_body, attended ν=1": dict(FLASH_ACE, num_heads=4, attention_score_inputs="many_body", attention_correlation_order=1),
 }
 
 

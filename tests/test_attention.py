@@ -22,9 +22,6 @@ VARIANTS = {
     "attention-many-body": dict(attention_score_inputs="many_body", attention_zero_init=False),
     "attention-many-body-coordination": dict(attention_score_inputs="many_body", attention_zero_init=False,
                                              neighbour_normalization="coordination"),
-    # the attended product basis at its own (lower) correlation order
-    "attention-many-body-attended-nu1": dict(attention_score_inputs="many_body", attention_zero_init=False,
-                                             attention_correlation_order=1),
 }
 WITH_ATTENTION = [k for k, v in VARIANTS.items() if v.get("num_heads", 2) > 0]
 
@@ -300,21 +297,6 @@ def test_environment_query_matches_the_formula_atom_by_atom():
 def test_unknown_score_inputs_are_refused():
     with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment', 'many_body'\], got 'density'"):
         build_model(dict(ATTENTION_NU2, attention_score_inputs="density"), "float64")
-
-
-@pytest.mark.parametrize("config", [dict(attention_score_inputs="pair"), dict(num_heads=0)])
-def test_attended_correlation_order_only_with_many_body_attention(config):
-    with pytest.raises(ValueError, match=r"`attention_correlation_order` \(2\) applies only to `attention_score_inputs: many_body` with `num_heads` > 0"):
-        build_model(dict(ATTENTION_NU2, attention_correlation_order=2, **config), "float64")
-
-
-def test_attended_correlation_order_sets_the_second_product_basis():
-    config = dict(ATTENTION_NU2, correlation_order=3, attention_score_inputs="many_body")
-    for order, expected in ((1, 1), (None, 3)):  # None: the backbone's order
-        model = build_model(dict(config, attention_correlation_order=order), "float64")
-        layers = [m for m in model.modules() if isinstance(m, FlashACELayer)]
-        assert [m.product_basis.correlation_order for m in layers] == [3, 3]
-        assert [m.attended_product_basis.correlation_order for m in layers] == [expected, expected]
 
 
 def _dimer_trimer_positions(distance):

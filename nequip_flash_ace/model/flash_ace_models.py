@@ -44,7 +44,6 @@ def FlashACEModel(
     attention_head_dim: int = 8,
     attention_temperature_init: float = 0.0,
     attention_score_inputs: str = "many_body",
-    attention_correlation_order: Optional[int] = None,
     attention_zero_init: bool = True,
     attention_normalized_scores: bool = True,
     radial_mlp_depth: int = 2,
@@ -84,7 +83,6 @@ def FlashACEModel(
         attention_head_dim (int): query/key width per head (default ``8``)
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
         attention_score_inputs (str): what the attention query sees: ``many_body`` (default; the best attention setting on validation across the four data sets, docs/benchmarks.md), the scalar invariants of a first product basis over the centre's neighbourhood, the reweighted atomic basis then going through a second product basis (strictly local in one layer); ``pair``, the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded)
-        attention_correlation_order (int): ``many_body`` only: correlation order ν of the second, attended product basis (1 to 4; default ``None``: ``correlation_order``). The attended pass is most of attention's extra cost; the query already reads the many-body environment, so a lower order here buys time
         attention_zero_init (bool): ``many_body`` only: the attended product basis's output map starts at zero, so training starts from the plain backbone (default ``True``)
         attention_normalized_scores (bool): scores from unit-RMS queries and keys, ``|s| <= sqrt(d) τ`` (default ``True``); ``False`` is the raw ``q · k`` of versions up to 0.2.0, kept for old checkpoints and the stability study's comparison
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
@@ -123,12 +121,6 @@ def FlashACEModel(
     _check(int(num_heads) >= 0, f"`num_heads` must be >= 0 (0 = no attention), got {num_heads}")
     if num_heads > 0:
         _check(attention_head_dim >= 1, f"`attention_head_dim` must be >= 1, got {attention_head_dim}")
-    if attention_correlation_order is not None:
-        _check(
-            num_heads > 0 and attention_score_inputs == "many_body",
-            f"`attention_correlation_order` ({attention_correlation_order}) applies only to `attention_score_inputs: many_body` "
-            f"with `num_heads` > 0 (got {attention_score_inputs!r}, num_heads={num_heads}); leave it null",
-        )
     _check(radial_mlp_depth >= 0, f"`radial_mlp_depth` must be >= 0, got {radial_mlp_depth}")
     _check(radial_mlp_width >= 1, f"`radial_mlp_width` must be >= 1, got {radial_mlp_width}")
     _check(
@@ -203,7 +195,6 @@ def FlashACEModel(
             attention_head_dim=attention_head_dim,
             attention_temperature_init=attention_temperature_init,
             attention_score_inputs=attention_score_inputs,
-            attention_correlation_order=attention_correlation_order,
             attention_zero_init=attention_zero_init,
             attention_normalized_scores=attention_normalized_scores,
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,

@@ -75,9 +75,8 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
        ``h_i``'s scalars — invariants of the centre's many-body environment — the
        reweighted ``A'_i = (1/N_i) Σ_j w_ij R (Y ⊗ h'_j)`` goes through a second product
        basis, and ``h_new = h + Linear'(ProductBasis'(A'))``. ``Linear'`` starts at zero
-       (``attention_zero_init``), so training starts from the plain backbone. ``ProductBasis'``
-       has its own correlation order (``attention_correlation_order``, default the
-       backbone's). Only ``i``'s own edges enter, so one layer stays strictly local.
+       (``attention_zero_init``), so training starts from the plain backbone. Only ``i``'s own edges enter, so one
+       layer stays strictly local.
     5. a scalar readout of ``h_new`` is added to the per-atom energy.
 
     Outputs ``node_features`` with irreps ``feature_irreps_out`` (rows: local atoms)
@@ -104,7 +103,6 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
         attention_score_inputs: str = "many_body",
-        attention_correlation_order: Optional[int] = None,
         attention_zero_init: bool = True,
         attention_normalized_scores: bool = True,
         readout_mlp_hidden_layers_depth: int = 0,
@@ -192,16 +190,16 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             )
 
         # === 3. product basis ===
-        def product_basis(order: int) -> ProductBasis:
+        def product_basis() -> ProductBasis:
             return ProductBasis(
                 num_features=num_features,
                 l_max=l_max,
                 irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
-                correlation_order=order,
+                correlation_order=correlation_order,
                 num_types=num_types,
             )
 
-        self.product_basis = product_basis(correlation_order)
+        self.product_basis = product_basis()
 
         # === 4. update ===
         self.linear_out = Linear(self.product_basis.irreps_out, feature_irreps_out)
@@ -211,11 +209,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         self.attended_product_basis = None
         self.linear_attended = None
         if self.attends_many_body:
-            # its own correlation order: the attended pass is most of the extra cost, and
-            # the many-body information is already in the query
-            self.attended_product_basis = product_basis(
-                correlation_order if attention_correlation_order is None else attention_correlation_order
-            )
+            self.attended_product_basis = product_basis()
             self.linear_attended = Linear(self.attended_product_basis.irreps_out, feature_irreps_out)
             if attention_zero_init:
                 with torch.no_grad():

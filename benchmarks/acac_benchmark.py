@@ -54,9 +54,9 @@ def settings() -> dict:
         "flash_ace": ("flash_ace", {}, None),            # the shipped model on configs/flash_ace_acac.yaml (2 layers)
         # one layer: strictly local (pair_style allegro on many ranks); shipped until 2026-12-05
         "flash_ace_1L": ("flash_ace", {"num_layers": 1}, None),
-        "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, attention)
-        # the same preset without attention: what the hour gets from attention, apart from l_max 3
-        "flash_ace_deep_no_attention": ("flash_ace_deep", {"num_heads": 0}, None),
+        "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, l_max 3)
+        # the same preset with 4 heads of environment attention (the preset's until the hour's runs)
+        "flash_ace_deep_attention": ("flash_ace_deep", {"num_heads": 4, "attention_score_inputs": "environment"}, None),
         # the energy's own look, on the one-layer model: the per-atom energy weighed up
         # against the forces (1:1 shipped)
         "flash_ace_energy_weight_100": ("flash_ace", {"num_layers": 1, "energy_weight": 100}, None),

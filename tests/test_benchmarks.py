@@ -109,7 +109,7 @@ def test_study_settings_compose(tmp_path):
     )
     assert cfg.chemical_symbols == ["H", "C", "N", "O"] and cfg.data_dir.endswith("data/paracetamol_gfn2")
     model = accuracy_budget.flash_model_kwargs(cfg)
-    assert (model["num_layers"], model["num_heads"], model["attention_score_inputs"]) == (2, 4, "environment")
+    assert (model["num_layers"], model["num_heads"]) == (2, 0)
     assert (model["l_max"], model["readout_mlp_hidden_layers_width"]) == (3, 16)  # the molecule config's, not Cu-Au's
     assert cfg.max_time == "00:00:15:00" and cfg.max_epochs == 1000
     # the same preset (built on the molecule's config) put on Cu-Au's: its knobs only, the rest Cu-Au's
@@ -117,7 +117,7 @@ def test_study_settings_compose(tmp_path):
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "deep_cuau", config_name, knobs, None, 0, 60) / "bench.yaml")
     model = accuracy_budget.flash_model_kwargs(cfg)
     assert cfg.chemical_symbols == ["Cu", "Au"] and cfg.max_time == "00:01:00:00"
-    assert (model["num_layers"], model["num_heads"], model["l_max"], model["readout_mlp_hidden_layers_width"]) == (2, 4, 3, 16)
+    assert (model["num_layers"], model["num_heads"], model["l_max"], model["readout_mlp_hidden_layers_width"]) == (2, 0, 3, 16)
     config_name, knobs, _ = accuracy_budget.settings_for("local")["flash_ace_local_1L"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "local", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     assert cfg.num_layers == 1 and cfg.training_module.model.num_layers == 1

@@ -550,7 +550,8 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     # an acceptance check on data that chose nothing names no choice
     chosen = select(finished) if study != "attention_check" and any(not is_peer(r["name"]) for r in finished) else None
     rows = []
-    shipped = shipped_names(dataset)
+    with _IN_PROCESS:  # composes a config: not beside a run's compose (--jobs)
+        shipped = shipped_names(dataset)
     for name, s in summary.items():
         if "error" in s:
             rows.append([name, 0, "fails: " + s["error"]] + ["-"] * 7)

@@ -57,6 +57,9 @@ def settings() -> dict:
         "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, l_max 3)
         # the same preset with 4 heads of environment attention (the preset's until the hour's runs)
         "flash_ace_deep_attention": ("flash_ace_deep", {"num_heads": 4, "attention_score_inputs": "environment"}, None),
+        # the preset with a slower schedule for the hour: every run with the shipped schedule
+        # (lr halves after 3 stagnant epochs, stop after 8) early-stopped at 27-51 minutes
+        "flash_ace_deep_patient": ("flash_ace_deep", {"lr_patience": 10, "early_stopping_patience": 25}, None),
         # the energy's own look, on the one-layer model: the per-atom energy weighed up
         # against the forces (1:1 shipped)
         "flash_ace_energy_weight_100": ("flash_ace", {"num_layers": 1, "energy_weight": 100}, None),

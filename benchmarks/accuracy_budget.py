@@ -122,6 +122,10 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         settings["flash_ace_1L_many_body"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
         # attention on top of depth with the many-body query (where depth wins: the molecules)
         settings["flash_ace_2L_many_body"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
+        # the many-body query in one pass: a small ACE descriptor feeds the query, the
+        # attended atomic basis is the layer's only sum (many_body's cost is its second pass)
+        settings["flash_ace_1L_descriptor"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "descriptor"}, None)
+        settings["flash_ace_2L_descriptor"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "descriptor"}, None)
         settings.update({name: ("flash_ace", {}, models[name]) for name in ("nequip", "allegro")})
         return settings
     if study == "attention_check":
@@ -528,7 +532,9 @@ def comparisons(study, summary, results):
     elif study == "attention":
         # every attention setting against the same depth without it, depth against depth
         pairs = [("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L_many_body", "flash_ace_1L_no_attention"),
-                 ("flash_ace_2L_no_attention", "flash_ace_1L_no_attention")]
+                 ("flash_ace_2L_no_attention", "flash_ace_1L_no_attention"),
+                 ("flash_ace_1L_descriptor", "flash_ace_1L_no_attention"), ("flash_ace_2L_descriptor", "flash_ace_2L_no_attention"),
+                 ("flash_ace_1L_descriptor", "flash_ace_1L_many_body")]
         pairs += [(flash, peer) for flash in summary if flash.startswith("flash_ace") for peer in ("nequip", "allegro")]
     elif study == "knobs":
         pairs = [(name, "flash_ace_default") for name in summary if name != "flash_ace_default"]

@@ -61,3 +61,11 @@ ATTENTION_MANY_BODY_LOCAL = dict(
     attention_score_inputs="many_body",
     attention_zero_init=False,
 )
+# the many-body query in one pass (a small ACE descriptor computed first), one layer:
+# strictly local
+ATTENTION_DESCRIPTOR_LOCAL = dict(
+    ATTENTION_NU2,
+    num_layers=1,
+    correlation_order=3,
+    attention_score_inputs="descriptor",
+)

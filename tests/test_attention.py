@@ -22,6 +22,8 @@ VARIANTS = {
     "attention-many-body": dict(attention_score_inputs="many_body", attention_zero_init=False),
     "attention-many-body-coordination": dict(attention_score_inputs="many_body", attention_zero_init=False,
                                              neighbour_normalization="coordination"),
+    "attention-descriptor": dict(attention_score_inputs="descriptor"),
+    "attention-descriptor-coordination": dict(attention_score_inputs="descriptor", neighbour_normalization="coordination"),
 }
 WITH_ATTENTION = [k for k, v in VARIANTS.items() if v.get("num_heads", 2) > 0]
 
@@ -110,7 +112,7 @@ def test_neighbour_attention_gradgradcheck(score_inputs):
     assert torch.autograd.gradgradcheck(fn, (h, radial, env))
 
 
-@pytest.mark.parametrize("score_inputs", ["pair", "environment", "many_body"])
+@pytest.mark.parametrize("score_inputs", ["pair", "environment", "many_body", "descriptor"])
 def test_attention_starts_uniform_in_the_model(score_inputs):
     """Default initialisation: w_ij = f_c(r_ij) for every head and edge, whatever the
     (random) query/key projections and features — training starts from the backbone."""
@@ -195,6 +197,46 @@ def test_many_body_query_reads_the_first_product_basis():
     # layer 1's first pass reads layer 0's attended output, so compare the first layer only
     torch.testing.assert_close(queries[0], features[0][:, : config["num_features"]], rtol=0, atol=1e-12)
     assert len(queries) == config["num_layers"]
+
+
+def _descriptor_queries(model, positions, atom_types):
+    queries = []
+    hooks = [m.register_forward_hook(lambda mod, args, kwargs, out: queries.append(kwargs["center_scalars"].detach()),
+                                     with_kwargs=True) for m in model.modules() if isinstance(m, NeighbourAttention)]
+    model(dict(make_data(positions, atom_types, ATTENTION_NU2["r_max"])))
+    for h in hooks:
+        h.remove()
+    return queries[0]
+
+
+def test_descriptor_query_sees_angles_that_two_body_queries_miss():
+    """score_inputs="descriptor": the query reads the centre's scalars followed by an
+    invariant many-body descriptor. A centre with two neighbours at the same distance,
+    90° and 150° apart, has the same species, coordination and radial summaries (all that
+    ``pair`` and ``environment`` queries read), but not the same descriptor; rotating the
+    whole cluster leaves the descriptor unchanged."""
+    from scipy.spatial.transform import Rotation
+
+    config = dict(ATTENTION_NU2, num_layers=1, correlation_order=3, attention_score_inputs="descriptor")
+    model = build_model(config, "float64")
+    width = config["num_features"]
+
+    def cluster(angle_deg):
+        a = np.deg2rad(angle_deg)
+        return np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5 * np.cos(a), 1.5 * np.sin(a), 0.0]])
+
+    types = [1, 0, 0]
+    q90, q150 = _descriptor_queries(model, cluster(90), types), _descriptor_queries(model, cluster(150), types)
+    assert q90.shape == (3, width + 8)
+    # the centre's own scalars (its type embedding, in the first layer) are the same
+    torch.testing.assert_close(q90[0, :width], q150[0, :width], rtol=0, atol=1e-14)
+    assert (q90[0, width:] - q150[0, width:]).abs().max() > 1e-4
+    rotation = Rotation.from_euler("zyx", [0.3, -1.1, 2.0]).as_matrix()
+    q_rotated = _descriptor_queries(model, cluster(90) @ rotation.T + 0.7, types)
+    torch.testing.assert_close(q_rotated, q90, rtol=0, atol=1e-12)
+    # an isolated atom's descriptor is zero (no neighbours, no A)
+    q_alone = _descriptor_queries(model, np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]), [1, 0])
+    assert q_alone.shape[0] == 2 and torch.all(q_alone[:, width:] == 0)
 
 
 def test_checkpoint_without_temperature_loads_with_temperature_one():
@@ -295,7 +337,7 @@ def test_environment_query_matches_the_formula_atom_by_atom():
 
 
 def test_unknown_score_inputs_are_refused():
-    with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment', 'many_body'\], got 'density'"):
+    with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment', 'many_body', 'descriptor'\], got 'density'"):
         build_model(dict(ATTENTION_NU2, attention_score_inputs="density"), "float64")
 
 

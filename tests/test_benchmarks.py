@@ -87,7 +87,7 @@ def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 7, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 9, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))

@@ -98,3 +98,16 @@ def test_the_check_catches_an_uncommented_difference():
     # a preset is read through its base's model block
     preset = "defaults: [base, _self_]\n# why\nnum_heads: 4\nl_max: 1\n"
     assert undocumented_differences(preset, base) == [("l_max", 1, 2)]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_schedule_knobs_reach_the_scheduler_and_the_early_stopping(name):
+    """``lr_patience`` and ``early_stopping_patience`` are what the learning-rate scheduler
+    and the early-stopping callback of every shipped config read."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name=name, overrides=["lr_patience=11", "early_stopping_patience=27"])
+    assert cfg.training_module.lr_scheduler.scheduler.patience == 11
+    stoppers = [c for c in cfg.trainer.callbacks if c["_target_"].endswith("EarlyStopping")]
+    assert len(stoppers) == 1 and stoppers[0].patience == 27

@@ -14,7 +14,7 @@ import pytest
 from nequip.utils.unittests.model_tests import BaseEnergyModelTests
 from nequip.utils.unittests.utils import resolve_saved_model_path, run_nequip_compile
 
-from model_configs import ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_MANY_BODY_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
+from model_configs import ATTENTION_DESCRIPTOR_LOCAL, ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_MANY_BODY_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
 
 
 # float64 agreement asked of an AOTInductor artefact against the eager model, in eV (and
@@ -126,6 +126,17 @@ class TestAttentionManyBodyLocal(_FlashACEHostTests):
 
     model_config = ATTENTION_MANY_BODY_LOCAL
     compile_dtypes = ("float64",)
+
+    @pytest.fixture
+    def strict_locality(self):
+        return True
+
+
+class TestAttentionDescriptorLocal(_FlashACEHostTests):
+    """One layer, attention whose query reads a small ACE descriptor of the centre
+    (``descriptor``), ν = 3: strictly local (the host's partial-forces test)."""
+
+    model_config = ATTENTION_DESCRIPTOR_LOCAL
 
     @pytest.fixture
     def strict_locality(self):

@@ -5,6 +5,7 @@ from .coupling import symmetric_coupling_basis, count_symmetric_couplings
 from .product_basis import ProductBasis, atomic_basis_irreps
 from .attention import NeighbourAttention, smooth_segment_softmax
 from .radial import SpeciesPairRadialWeights
+from .descriptor import EnvironmentDescriptor
 from .layer import FlashACELayer
 from .locality import MessagePassingLocalityGuard
 from .geometry_check import InputGeometryCheck
@@ -18,6 +19,7 @@ __all__ = [
     "NeighbourAttention",
     "smooth_segment_softmax",
     "SpeciesPairRadialWeights",
+    "EnvironmentDescriptor",
     "FlashACELayer",
     "MessagePassingLocalityGuard",
     "InputGeometryCheck",

@@ -76,7 +76,7 @@ def smooth_segment_softmax(
     return numerator / torch.index_select(denominator, 0, edge_center)
 
 
-SCORE_INPUTS = ("pair", "environment", "many_body")
+SCORE_INPUTS = ("pair", "environment", "many_body", "descriptor")
 
 
 class NeighbourAttention(torch.nn.Module):
@@ -104,7 +104,13 @@ class NeighbourAttention(torch.nn.Module):
       ``center_scalars`` the scalar invariants of a first product basis over ``i``'s
       neighbourhood (:class:`~nequip_flash_ace.nn.FlashACELayer` does): the query
       reads the centre's (ν+1)-body environment, not only its species and two-body
-      summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local.
+      summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local;
+    - ``"descriptor"``: ``q_i = W_q [h_i^{(0)}, D_i]``, where the caller passes as
+      ``center_scalars`` the centre's scalar features followed by ``D_i``, the
+      invariants of a small product basis of its own over ``i``'s neighbourhood (a few
+      channels, built before the weighted sum; :class:`~nequip_flash_ace.nn.FlashACELayer`
+      does), so that one attended atomic-basis sum serves the layer. Strictly local as
+      ``many_body``. ``num_query_features`` is then the width of that concatenation.
 
     Why the normalisation: without it ``s`` grows as ``|q||k|``, i.e. as the square of
     the incoming features, so a second layer's scores follow the size of the first
@@ -142,7 +148,9 @@ class NeighbourAttention(torch.nn.Module):
         num_types: number of species (for the sink scores)
         initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
             ``1`` starts from the random query/key projections)
-        score_inputs: what the query sees, ``"pair"`` (default), ``"environment"`` or ``"many_body"``
+        score_inputs: what the query sees, ``"pair"`` (default), ``"environment"``, ``"many_body"``
+            or ``"descriptor"``
+        num_query_features: width of ``center_scalars`` (default ``num_scalar_features``)
         normalized_scores: unit-RMS queries and keys (default); ``False``: the raw ``q · k``
             of versions up to 0.2.0
 
@@ -159,6 +167,7 @@ class NeighbourAttention(torch.nn.Module):
         initial_temperature: float = 0.0,
         score_inputs: str = "pair",
         normalized_scores: bool = True,
+        num_query_features: int = 0,
     ) -> None:
         super().__init__()
         if score_inputs not in SCORE_INPUTS:
@@ -167,7 +176,7 @@ class NeighbourAttention(torch.nn.Module):
             )
         self.num_heads = num_heads
         self.head_dim = head_dim
-        self.query = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
+        self.query = ScalarMLPFunction(num_query_features or num_scalar_features, num_heads * head_dim)
         self.key_features = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
         self.key_radial = ScalarMLPFunction(num_radial, num_heads * head_dim)
         self.query_environment = None
@@ -229,7 +238,7 @@ class NeighbourAttention(torch.nn.Module):
     ) -> torch.Tensor:
         """
         Args:
-            center_scalars: ``(num_centers, C0)``
+            center_scalars: ``(num_centers, num_query_features)``
             neighbour_scalars: ``(num_nodes, C0)`` (centres plus ghosts, if any)
             edge_radial: ``(num_edges, num_radial)``
             edge_envelope: ``(num_edges, 1)``, the cutoff function ``f_c(r_ij)``

@@ -16,6 +16,7 @@ from .. import _keys
 from . import _compat
 from .atomic_basis import AtomicBasis
 from .attention import NeighbourAttention
+from .descriptor import EnvironmentDescriptor
 from .product_basis import ProductBasis, atomic_basis_irreps
 from .radial import SpeciesPairRadialWeights
 
@@ -77,6 +78,11 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
        basis, and ``h_new = h + Linear'(ProductBasis'(A'))``. ``Linear'`` starts at zero
        (``attention_zero_init``), so training starts from the plain backbone. Only ``i``'s own edges enter, so one
        layer stays strictly local.
+
+       with ``attention_score_inputs = "descriptor"`` the query reads the centre's
+       scalars and ``D_i`` of a small :class:`EnvironmentDescriptor` (its own
+       ``attention_descriptor_channels``-channel atomic and product basis, computed
+       first), so the many-body query costs one small pass and steps 2–4 run once.
     5. a scalar readout of ``h_new`` is added to the per-atom energy.
 
     Outputs ``node_features`` with irreps ``feature_irreps_out`` (rows: local atoms)
@@ -105,6 +111,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         attention_score_inputs: str = "many_body",
         attention_zero_init: bool = True,
         attention_normalized_scores: bool = True,
+        attention_descriptor_channels: int = 8,
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
@@ -173,6 +180,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         self.linear_atomic_basis = Linear(self.atomic_basis.irreps_out.simplify(), irreps_a)
 
         self.attention = None
+        self.descriptor = None
         if num_heads > 0:
             if num_features % num_heads != 0:
                 raise ValueError(
@@ -187,7 +195,18 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 initial_temperature=attention_temperature_init,
                 score_inputs=attention_score_inputs,
                 normalized_scores=attention_normalized_scores,
+                num_query_features=num_features + attention_descriptor_channels * (attention_score_inputs == "descriptor"),
             )
+            if attention_score_inputs == "descriptor":
+                self.descriptor = EnvironmentDescriptor(
+                    num_scalar_features=num_features,
+                    num_channels=attention_descriptor_channels,
+                    num_radial=num_radial,
+                    edge_sh_irreps=edge_sh_irreps,
+                    l_max=l_max,
+                    correlation_order=correlation_order,
+                    num_types=num_types,
+                )
 
         # === 3. product basis ===
         def product_basis() -> ProductBasis:
@@ -292,15 +311,21 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         """Per-head weights ``(E, H)`` spread over each head's group of channels, ``(E, C)``."""
         return w.repeat_interleave(self.num_features // self.num_heads, dim=1)
 
+    def _neighbour_normaliser(self, coordination: Optional[torch.Tensor], local_types: torch.Tensor) -> torch.Tensor:
+        """``1 / N_i`` of step 2, ``(num_local, 1)`` or ``(1, 1)``."""
+        if self.normalize_by_coordination:
+            assert coordination is not None
+            return 1.0 / coordination
+        if self.inverse_avg_num_neighbors.numel() == 1:
+            return self.inverse_avg_num_neighbors
+        return torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
+
     def _normalized_atomic_basis(self, a, coordination, local_types):
         """Step 2's normalisation and linear map of the summed atomic basis ``a``."""
         if self.normalize_by_coordination:
-            a = a / coordination
-        elif self.inverse_avg_num_neighbors.numel() == 1:
-            a = a * self.inverse_avg_num_neighbors
-        else:
-            a = a * torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
-        return self.linear_atomic_basis(a)
+            # a division, as before the descriptor shared the normaliser (same rounding)
+            return self.linear_atomic_basis(a / coordination)
+        return self.linear_atomic_basis(a * self._neighbour_normaliser(coordination, local_types))
 
     @torch.jit.unused
     def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
@@ -355,9 +380,16 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         else:
             if self.attention is not None:
                 # the query sees the centre's scalars (and, for "environment", two-body
-                # summaries); the weights are known before the sum, so they go into the
+                # summaries; for "descriptor", many-body invariants); the weights are known before the sum, so they go into the
                 # edge weights and the messages stream path by path
-                w = self._attention_weights(data, scalars[:num_local], scalars, pair_embedding, coordination, num_local)
+                center_scalars = scalars[:num_local]
+                if self.descriptor is not None:
+                    descriptor = self.descriptor(
+                        scalars, pair_embedding, edge_sh, edge_center, edge_neighbour,
+                        self._neighbour_normaliser(coordination, local_types), local_types,
+                    )
+                    center_scalars = torch.cat([center_scalars, descriptor], dim=1)
+                w = self._attention_weights(data, center_scalars, scalars, pair_embedding, coordination, num_local)
                 edge_weight = self._weighted(edge_weight, w)
             # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
             a = self.atomic_basis(x, edge_sh, edge_weight, edge_center, edge_neighbour, num_local)

@@ -113,17 +113,14 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
     if study == "attention":
         # does attention earn its place: every attention setting against the same depth
         # without it (1 and 2 layers), the 2-layer attention with normalised scores and the
-        # strictly local 1-layer many-body attention, beside the tutorial peers
+        # many-body (descriptor) query in 1 layer (strictly local) and 2, beside the tutorial peers
         models = peer_models()
         settings = {f"flash_ace_{layers}L{'' if heads else '_no_attention'}": ("flash_ace", {"num_layers": layers, "num_heads": heads}, None)
                     for layers, heads in ((1, 0), (2, 0), (2, 4))}
         # the 2-layer attention as the issue measured it: pair scores, whatever the default
         settings["flash_ace_2L"][1]["attention_score_inputs"] = "pair"
-        settings["flash_ace_1L_many_body"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
-        # attention on top of depth with the many-body query (where depth wins: the molecules)
-        settings["flash_ace_2L_many_body"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "many_body"}, None)
-        # the many-body query in one pass: a small ACE descriptor feeds the query, the
-        # attended atomic basis is the layer's only sum (many_body's cost is its second pass)
+        # the many-body query (a small ACE descriptor of the centre; it replaced the two-pass
+        # `many_body` of the saved runs flash_ace_{1,2}L_many_body, 2026-12-05)
         settings["flash_ace_1L_descriptor"] = ("flash_ace", {"num_layers": 1, "num_heads": 4, "attention_score_inputs": "descriptor"}, None)
         settings["flash_ace_2L_descriptor"] = ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "descriptor"}, None)
         settings.update({name: ("flash_ace", {}, models[name]) for name in ("nequip", "allegro")})
@@ -531,10 +528,9 @@ def comparisons(study, summary, results):
         pairs += [(flash, peer) for flash in ("flash_ace_2L", "flash_ace_1L") for peer in summary if not peer.startswith("flash_ace")]
     elif study == "attention":
         # every attention setting against the same depth without it, depth against depth
-        pairs = [("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L_many_body", "flash_ace_1L_no_attention"),
-                 ("flash_ace_2L_no_attention", "flash_ace_1L_no_attention"),
-                 ("flash_ace_1L_descriptor", "flash_ace_1L_no_attention"), ("flash_ace_2L_descriptor", "flash_ace_2L_no_attention"),
-                 ("flash_ace_1L_descriptor", "flash_ace_1L_many_body")]
+        pairs = [("flash_ace_2L", "flash_ace_2L_no_attention"), ("flash_ace_1L_descriptor", "flash_ace_1L_no_attention"),
+                 ("flash_ace_2L_descriptor", "flash_ace_2L_no_attention"), ("flash_ace_2L_no_attention", "flash_ace_1L_no_attention"),
+                 ("flash_ace_1L_many_body", "flash_ace_1L_no_attention")]  # the last: saved runs of the replaced query
         pairs += [(flash, peer) for flash in summary if flash.startswith("flash_ace") for peer in ("nequip", "allegro")]
     elif study == "knobs":
         pairs = [(name, "flash_ace_default") for name in summary if name != "flash_ace_default"]

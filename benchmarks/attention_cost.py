@@ -1,12 +1,12 @@
 """What attention costs in the shipped one-layer model: a training step and an
 energy+forces call of the default model (no attention) against the same model with
-4 heads of ``pair``, ``many_body`` and ``descriptor`` scores, in one process.
+4 heads of ``pair`` and of ``descriptor`` scores, in one process.
 
     python benchmarks/attention_cost.py            # 1000-atom Cu-Au cell
 
 Median wall time in alternating order and the peak memory of each call alone, float32,
-eager. Target (attention issue): a training step of the many-body query (``many_body``, or
-``descriptor``, its one-pass form) ≤ 1.8× the shipped model's.
+eager. Target (attention issue): a training step with the many-body query (``descriptor``) ≤ 1.8×
+the shipped model's.
 Writes benchmarks/results/attention_cost.md.
 """
 
@@ -22,7 +22,6 @@ from _harness import FLASH_ACE, RESULTS, alternating_medians, atoms_to_data, bui
 MODELS = {
     "shipped (no attention)": dict(FLASH_ACE),
     "4 heads, pair scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="pair"),
-    "4 heads, many_body scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="many_body"),
     "4 heads, descriptor scores": dict(FLASH_ACE, num_heads=4, attention_score_inputs="descriptor"),
 }
 

@@ -35,13 +35,13 @@ def run_backbone_f32(tmp_path_factory, data_subset):
 @pytest.fixture(scope="session")
 def run_local_f64(tmp_path_factory, data_subset):
     """The strictly local preset (configs/flash_ace_local.yaml, one layer), float64, with
-    attention whose query reads the centre's many-body invariants (the option that reads
+    attention whose query reads the centre's many-body descriptor (the option that reads
     most of an atom's surroundings, so the one a domain split would break first; its
-    attended path starts random, not at zero, so that it matters from the first step): run_dir."""
+    temperature starts at 1, not 0, so that the scores matter from the first step): run_dir."""
     run_dir = tmp_path_factory.mktemp("train") / "run_local_f64"
     nequip_train(
         run_dir, data_subset, "max_epochs=1", "model_dtype=float64", "num_features=16",
-        "num_heads=4", "attention_score_inputs=many_body", "+training_module.model.attention_zero_init=false",
+        "num_heads=4", "attention_score_inputs=descriptor", "+training_module.model.attention_temperature_init=1.0",
         config_name="flash_ace_local",
     )
     return run_dir

@@ -51,18 +51,8 @@ ATTENTION_ENVIRONMENT_LOCAL = dict(
     correlation_order=3,
     attention_score_inputs="environment",
 )
-# attention whose query reads the centre's many-body invariants (a first product basis),
-# one layer: strictly local. The attended output map starts random, not at zero, so that
-# the physics tests see the attended path
-ATTENTION_MANY_BODY_LOCAL = dict(
-    ATTENTION_NU2,
-    num_layers=1,
-    correlation_order=3,
-    attention_score_inputs="many_body",
-    attention_zero_init=False,
-)
-# the many-body query in one pass (a small ACE descriptor computed first), one layer:
-# strictly local
+# attention whose query reads the centre's many-body invariants (a small ACE descriptor
+# computed first), one layer: strictly local
 ATTENTION_DESCRIPTOR_LOCAL = dict(
     ATTENTION_NU2,
     num_layers=1,

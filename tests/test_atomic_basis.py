@@ -77,28 +77,3 @@ def test_atomic_basis_equals_host_tensor_product_scatter(features, l_max):
     assert got.shape == (local, irreps_mid.dim)
     assert (got - ref[:local]).abs().max() <= 1e-12 * ref.abs().max().clamp(min=1.0)
 
-
-def test_weighted_sums_of_kept_messages_equal_the_sum_with_weighted_edges():
-    """The many_body attention path (messages kept, reweighted per channel afterwards)
-    equals the reference: the streaming sum with the channel weights folded into the
-    edge weights, R_ijpc a_ijc (float64)."""
-    from e3nn.o3._irreps import Irreps
-
-    from nequip_flash_ace.nn.atomic_basis import AtomicBasis
-
-    torch.manual_seed(0)
-    c, num_nodes, num_edges = 4, 6, 19
-    features = Irreps(f"{c}x0e+{c}x1o")
-    sh = Irreps("1x0e+1x1o+1x2e")
-    basis = AtomicBasis(features, sh, Irreps(f"{c}x0e+{c}x1o+{c}x2e")).double()
-    x = torch.randn(num_nodes, features.dim, dtype=torch.float64)
-    y = torch.randn(num_edges, sh.dim, dtype=torch.float64)
-    edge_weight = torch.randn(num_edges, basis.num_weights, dtype=torch.float64)
-    center = torch.randint(0, 4, (num_edges,))
-    neighbour = torch.randint(0, num_nodes, (num_edges,))
-    a = torch.rand(num_edges, c, dtype=torch.float64)
-    messages = basis.messages(x, y, edge_weight, neighbour)
-    reference = basis(x, y, (edge_weight.view(num_edges, -1, c) * a.unsqueeze(1)).reshape(num_edges, -1), center, neighbour, 4)
-    torch.testing.assert_close(basis.weighted_sums(messages, a, center, 4), reference, atol=1e-13, rtol=0)
-    torch.testing.assert_close(basis.weighted_sums(messages, None, center, 4), basis(x, y, edge_weight, center, neighbour, 4),
-                               atol=1e-13, rtol=0)

@@ -19,9 +19,6 @@ VARIANTS = {
     "backbone-coordination": dict(num_heads=0, neighbour_normalization="coordination"),
     "attention-coordination": dict(neighbour_normalization="coordination"),
     "attention-environment": dict(attention_score_inputs="environment"),
-    "attention-many-body": dict(attention_score_inputs="many_body", attention_zero_init=False),
-    "attention-many-body-coordination": dict(attention_score_inputs="many_body", attention_zero_init=False,
-                                             neighbour_normalization="coordination"),
     "attention-descriptor": dict(attention_score_inputs="descriptor"),
     "attention-descriptor-coordination": dict(attention_score_inputs="descriptor", neighbour_normalization="coordination"),
 }
@@ -112,7 +109,7 @@ def test_neighbour_attention_gradgradcheck(score_inputs):
     assert torch.autograd.gradgradcheck(fn, (h, radial, env))
 
 
-@pytest.mark.parametrize("score_inputs", ["pair", "environment", "many_body", "descriptor"])
+@pytest.mark.parametrize("score_inputs", ["pair", "environment", "descriptor"])
 def test_attention_starts_uniform_in_the_model(score_inputs):
     """Default initialisation: w_ij = f_c(r_ij) for every head and edge, whatever the
     (random) query/key projections and features — training starts from the backbone."""
@@ -142,61 +139,6 @@ def test_attention_starts_uniform_in_the_model(score_inputs):
     for m in layers:
         assert (m.score_temperature == 0).all()
         assert any(p.abs().sum() > 0 for p in m.query.parameters())
-
-
-def _many_body_data(seed=4, n=9):
-    rng = np.random.default_rng(seed)
-    return make_data(rng.uniform(0, 5, (n, 3)), rng.integers(0, 3, n), ATTENTION_NU2["r_max"], cell=np.eye(3) * 5.0)
-
-
-def _without_attended_pass(model):
-    """The model's first (unattended) pass only: the plain backbone with its weights."""
-    for m in model.modules():
-        if isinstance(m, FlashACELayer):
-            m.attends_many_body = False
-            m.attention = None
-
-
-def test_many_body_attention_starts_from_the_plain_backbone():
-    """``attention_zero_init`` (the default): the attended product basis adds exactly
-    nothing at initialisation, whatever τ — the energy and forces are those of the same
-    model without the attended pass; with a random start they are not."""
-    data = _many_body_data()
-    for zero_init in (True, False):
-        config = dict(ATTENTION_NU2, attention_score_inputs="many_body", attention_zero_init=zero_init)
-        model = build_model(config, "float64")
-        e, f, _ = energy_and_forces(model, data)
-        _without_attended_pass(model)
-        e_plain, f_plain, _ = energy_and_forces(model, data)
-        if zero_init:
-            assert e == e_plain and torch.equal(f, f_plain)
-        else:
-            assert abs(e - e_plain) > 1e-6
-
-
-def test_many_body_query_reads_the_first_product_basis():
-    """The query's input is the scalar part of the first pass's output
-    ``Linear(ProductBasis(A)) (+ self-connection)``, atom by atom."""
-    config = dict(ATTENTION_NU2, attention_score_inputs="many_body", attention_zero_init=False)
-    model = build_model(config, "float64")
-    data = _many_body_data(5)
-    queries = []
-    hooks = [m.register_forward_hook(lambda mod, args, kwargs, out: queries.append(kwargs["center_scalars"].detach()),
-                                     with_kwargs=True) for m in model.modules() if isinstance(m, NeighbourAttention)]
-    model(dict(data))
-    for h in hooks:
-        h.remove()
-    features = []
-    layers = [m for m in model.modules() if isinstance(m, FlashACELayer)]
-    hooks = [m.register_forward_hook(lambda mod, args, out: features.append(out[AtomicDataDict.NODE_FEATURES_KEY].detach()))
-             for m in layers]
-    _without_attended_pass(model)
-    model(dict(data))
-    for h in hooks:
-        h.remove()
-    # layer 1's first pass reads layer 0's attended output, so compare the first layer only
-    torch.testing.assert_close(queries[0], features[0][:, : config["num_features"]], rtol=0, atol=1e-12)
-    assert len(queries) == config["num_layers"]
 
 
 def _descriptor_queries(model, positions, atom_types):
@@ -337,7 +279,7 @@ def test_environment_query_matches_the_formula_atom_by_atom():
 
 
 def test_unknown_score_inputs_are_refused():
-    with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment', 'many_body', 'descriptor'\], got 'density'"):
+    with pytest.raises(ValueError, match=r"`attention_score_inputs` must be one of \['pair', 'environment', 'descriptor'\], got 'density'"):
         build_model(dict(ATTENTION_NU2, attention_score_inputs="density"), "float64")
 
 

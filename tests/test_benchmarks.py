@@ -87,7 +87,7 @@ def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 9, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 7, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -241,7 +241,7 @@ def test_product_basis_bench_runs_sparse_and_dense():
 def test_profile_charges_backward_to_the_modules():
     import profile_layer
 
-    # pair scores: the atomic basis runs through its forward (many_body calls its parts)
+    # 4 heads of pair scores: every part of the layer runs, attention included
     model = _harness.build_peer(dict(_harness.FLASH_ACE, num_features=8, num_layers=2, num_heads=4, attention_score_inputs="pair"),
                                 ["Cu", "Au"], 5.0)
     profile_layer.instrument(model)

@@ -225,11 +225,10 @@ def _reference(full, atoms):
     [
         ATTENTION_NU2,
         dict(ATTENTION_NU2, attention_score_inputs="environment"),
-        dict(ATTENTION_NU2, attention_score_inputs="many_body", attention_zero_init=False),
         dict(ATTENTION_NU2, attention_score_inputs="descriptor"),
         dict(BACKBONE_NU3, pair_potential=None, num_layers=3),
     ],
-    ids=["attention", "attention-environment", "attention-many-body", "attention-descriptor", "backbone3layers"],
+    ids=["attention", "attention-environment", "attention-descriptor", "backbone3layers"],
 )
 @pytest.mark.parametrize("num_ranks", [2, 3])
 def test_domain_decomposition_matches_single_domain(config, num_ranks):

@@ -14,7 +14,7 @@ import pytest
 from nequip.utils.unittests.model_tests import BaseEnergyModelTests
 from nequip.utils.unittests.utils import resolve_saved_model_path, run_nequip_compile
 
-from model_configs import ATTENTION_DESCRIPTOR_LOCAL, ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_MANY_BODY_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
+from model_configs import ATTENTION_DESCRIPTOR_LOCAL, ATTENTION_ENVIRONMENT_LOCAL, ATTENTION_NU2, BACKBONE_NU1, BACKBONE_NU3
 
 
 # float64 agreement asked of an AOTInductor artefact against the eager model, in eV (and
@@ -120,23 +120,12 @@ class TestAttentionEnvironmentLocal(_FlashACEHostTests):
         return True
 
 
-class TestAttentionManyBodyLocal(_FlashACEHostTests):
-    """One layer, attention whose query reads the centre's product-basis invariants
-    (``many_body``), ν = 3: strictly local (the host's partial-forces test), compiled in float64."""
-
-    model_config = ATTENTION_MANY_BODY_LOCAL
-    compile_dtypes = ("float64",)
-
-    @pytest.fixture
-    def strict_locality(self):
-        return True
-
-
 class TestAttentionDescriptorLocal(_FlashACEHostTests):
     """One layer, attention whose query reads a small ACE descriptor of the centre
-    (``descriptor``), ν = 3: strictly local (the host's partial-forces test)."""
+    (``descriptor``), ν = 3: strictly local (the host's partial-forces test), compiled in float64."""
 
     model_config = ATTENTION_DESCRIPTOR_LOCAL
+    compile_dtypes = ("float64",)
 
     @pytest.fixture
     def strict_locality(self):

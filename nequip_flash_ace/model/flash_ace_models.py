@@ -43,8 +43,7 @@ def FlashACEModel(
     num_heads: int = 0,
     attention_head_dim: int = 8,
     attention_temperature_init: float = 0.0,
-    attention_score_inputs: str = "many_body",
-    attention_zero_init: bool = True,
+    attention_score_inputs: str = "descriptor",
     attention_normalized_scores: bool = True,
     radial_mlp_depth: int = 2,
     radial_mlp_width: int = 64,
@@ -82,8 +81,7 @@ def FlashACEModel(
         num_heads (int): attention heads; ``0`` (default) is the plain ACE backbone, ``> 0`` reweights the neighbour sum
         attention_head_dim (int): query/key width per head (default ``8``)
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
-        attention_score_inputs (str): what the attention query sees: ``many_body`` (default; the best attention setting on validation across the four data sets, docs/benchmarks.md), the scalar invariants of a first product basis over the centre's neighbourhood, the reweighted atomic basis then going through a second product basis (strictly local in one layer); ``pair``, the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded); ``descriptor``, the centre's scalars and the invariants of a small 8-channel ACE descriptor of its neighbourhood, computed first, so that the layer's atomic and product basis run once (strictly local in one layer)
-        attention_zero_init (bool): ``many_body`` only: the attended product basis's output map starts at zero, so training starts from the plain backbone (default ``True``)
+        attention_score_inputs (str): what the attention query sees: ``descriptor`` (default; the centre's scalars and the invariants of a small 8-channel ACE descriptor of its neighbourhood, computed first, so the query reads the many-body environment and the layer's atomic and product basis run once; strictly local in one layer); ``pair``, the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded)
         attention_normalized_scores (bool): scores from unit-RMS queries and keys, ``|s| <= sqrt(d) τ`` (default ``True``); ``False`` is the raw ``q · k`` of versions up to 0.2.0, kept for old checkpoints and the stability study's comparison
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
         readout_mlp_hidden_layers_depth (int), readout_mlp_hidden_layers_width (int): last layer's readout MLP (default ``1``, ``16``); the other layers read out linearly
@@ -195,7 +193,6 @@ def FlashACEModel(
             attention_head_dim=attention_head_dim,
             attention_temperature_init=attention_temperature_init,
             attention_score_inputs=attention_score_inputs,
-            attention_zero_init=attention_zero_init,
             attention_normalized_scores=attention_normalized_scores,
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,
             readout_mlp_hidden_layers_width=readout_mlp_hidden_layers_width if is_last else None,

@@ -1,7 +1,7 @@
 """ACE atomic basis: the edge tensor products ``R(r_ij) [h_j ⊗ Y(r̂_ij)]`` summed onto centres."""
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 from e3nn.o3._irreps import Irreps
@@ -142,34 +142,6 @@ class AtomicBasis(torch.nn.Module):
             self._sum_onto_centres(self._message(p_i, h, y, w), edge_center, num_centers)
             for p_i in range(self.num_paths)
         ]
-        return torch.cat([atom_blocks[i] for i in self.output_order], dim=1)
-
-    def messages(
-        self, x: torch.Tensor, edge_attr: torch.Tensor, edge_weight: torch.Tensor, edge_neighbour: torch.Tensor
-    ) -> List[torch.Tensor]:
-        """Every path's edge messages ``(E, 2L+1, c)``, kept for :meth:`weighted_sums`."""
-        h = self._node_features_per_edge(x, edge_neighbour)
-        y, w = self._split(edge_attr, edge_weight)
-        return [self._message(p_i, h, y, w) for p_i in range(self.num_paths)]
-
-    def weighted_sums(
-        self,
-        messages: List[torch.Tensor],
-        channel_weight: Optional[torch.Tensor],
-        edge_center: torch.Tensor,
-        num_centers: int,
-    ) -> torch.Tensor:
-        r"""``A_{icpM} = Σ_j a_{ijc} msg_{ijcpM}`` from :meth:`messages`: the same sum as
-        :meth:`forward` with edge weights ``R_{ijpc} a_{ijc}``, since the per-channel
-        factor ``a`` commutes with the coupling (``forward(edge_weight * a)`` is the
-        reference). Lets one set of messages serve several weightings (attention's
-        plain and attended passes) without recomputing the tensor products.
-        ``channel_weight``: ``(E, c)`` or ``None`` (all ones)."""
-        atom_blocks: List[torch.Tensor] = []
-        for message in messages:
-            if channel_weight is not None:
-                message = message * channel_weight.unsqueeze(1)
-            atom_blocks.append(self._sum_onto_centres(message, edge_center, num_centers))
         return torch.cat([atom_blocks[i] for i in self.output_order], dim=1)
 
     def extra_repr(self) -> str:

@@ -76,7 +76,7 @@ def smooth_segment_softmax(
     return numerator / torch.index_select(denominator, 0, edge_center)
 
 
-SCORE_INPUTS = ("pair", "environment", "many_body", "descriptor")
+SCORE_INPUTS = ("pair", "environment", "descriptor")
 
 
 class NeighbourAttention(torch.nn.Module):
@@ -100,17 +100,13 @@ class NeighbourAttention(torch.nn.Module):
       environment is already in the first layer. Both inputs stay bounded (or grow
       as ``ln n``) from a dimer to a compressed crystal, are smooth at the cutoff
       and come from ``i``'s own edges, so a one-layer model stays strictly local;
-    - ``"many_body"``: ``q_i = W_q B_i^{(0)}``, where the caller passes as
-      ``center_scalars`` the scalar invariants of a first product basis over ``i``'s
-      neighbourhood (:class:`~nequip_flash_ace.nn.FlashACELayer` does): the query
-      reads the centre's (ν+1)-body environment, not only its species and two-body
-      summaries. Still only ``i``'s own edges, so a one-layer model stays strictly local;
     - ``"descriptor"``: ``q_i = W_q [h_i^{(0)}, D_i]``, where the caller passes as
       ``center_scalars`` the centre's scalar features followed by ``D_i``, the
       invariants of a small product basis of its own over ``i``'s neighbourhood (a few
       channels, built before the weighted sum; :class:`~nequip_flash_ace.nn.FlashACELayer`
-      does), so that one attended atomic-basis sum serves the layer. Strictly local as
-      ``many_body``. ``num_query_features`` is then the width of that concatenation.
+      does): the query reads the centre's (ν+1)-body environment, not only its species
+      and two-body summaries. Still only ``i``'s own edges, so a one-layer model stays
+      strictly local. ``num_query_features`` is the width of that concatenation.
 
     Why the normalisation: without it ``s`` grows as ``|q||k|``, i.e. as the square of
     the incoming features, so a second layer's scores follow the size of the first
@@ -148,8 +144,7 @@ class NeighbourAttention(torch.nn.Module):
         num_types: number of species (for the sink scores)
         initial_temperature: ``τ_h`` at initialisation (default ``0``: uniform start;
             ``1`` starts from the random query/key projections)
-        score_inputs: what the query sees, ``"pair"`` (default), ``"environment"``, ``"many_body"``
-            or ``"descriptor"``
+        score_inputs: what the query sees, ``"pair"`` (default), ``"environment"`` or ``"descriptor"``
         num_query_features: width of ``center_scalars`` (default ``num_scalar_features``)
         normalized_scores: unit-RMS queries and keys (default); ``False``: the raw ``q · k``
             of versions up to 0.2.0

@@ -1,6 +1,6 @@
 """One Flash-ACE message-passing layer: atomic basis (with attention) → product basis → update → readout."""
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from e3nn.o3._irreps import Irreps
@@ -71,18 +71,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
     4. ``h_new = Linear(B) + SelfConnection(h, node_attrs)`` (no self-connection in the
        first layer, so an isolated atom has exactly zero features and energy);
 
-       with ``attention_score_inputs = "many_body"`` steps 2–4 run twice: first without
-       attention (``w = 1``), giving ``B_i`` and ``h_i``; then the attention query reads
-       ``h_i``'s scalars — invariants of the centre's many-body environment — the
-       reweighted ``A'_i = (1/N_i) Σ_j w_ij R (Y ⊗ h'_j)`` goes through a second product
-       basis, and ``h_new = h + Linear'(ProductBasis'(A'))``. ``Linear'`` starts at zero
-       (``attention_zero_init``), so training starts from the plain backbone. Only ``i``'s own edges enter, so one
-       layer stays strictly local.
-
        with ``attention_score_inputs = "descriptor"`` the query reads the centre's
-       scalars and ``D_i`` of a small :class:`EnvironmentDescriptor` (its own
-       ``attention_descriptor_channels``-channel atomic and product basis, computed
-       first), so the many-body query costs one small pass and steps 2–4 run once.
+       scalars and ``D_i``, the invariants of a small :class:`EnvironmentDescriptor`
+       (its own ``attention_descriptor_channels``-channel atomic and product basis over
+       ``i``'s edges, computed before step 2): the query sees the centre's many-body
+       environment, the weights are known before the sum, and steps 2–4 run once.
+       Only ``i``'s own edges enter, so one layer stays strictly local.
     5. a scalar readout of ``h_new`` is added to the per-atom energy.
 
     Outputs ``node_features`` with irreps ``feature_irreps_out`` (rows: local atoms)
@@ -108,8 +102,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         num_heads: int = 0,
         attention_head_dim: int = 8,
         attention_temperature_init: float = 0.0,
-        attention_score_inputs: str = "many_body",
-        attention_zero_init: bool = True,
+        attention_score_inputs: str = "descriptor",
         attention_normalized_scores: bool = True,
         attention_descriptor_channels: int = 8,
         readout_mlp_hidden_layers_depth: int = 0,
@@ -209,31 +202,17 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 )
 
         # === 3. product basis ===
-        def product_basis() -> ProductBasis:
-            return ProductBasis(
-                num_features=num_features,
-                l_max=l_max,
-                irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
-                correlation_order=correlation_order,
-                num_types=num_types,
-            )
-
-        self.product_basis = product_basis()
+        self.product_basis = ProductBasis(
+            num_features=num_features,
+            l_max=l_max,
+            irreps_out=Irreps([(num_features, ir) for _, ir in feature_irreps_out]),
+            correlation_order=correlation_order,
+            num_types=num_types,
+        )
 
         # === 4. update ===
         self.linear_out = Linear(self.product_basis.irreps_out, feature_irreps_out)
 
-        # the second, attended pass of "many_body" scores (steps 2-4 again)
-        self.attends_many_body = num_heads > 0 and attention_score_inputs == "many_body"
-        self.attended_product_basis = None
-        self.linear_attended = None
-        if self.attends_many_body:
-            self.attended_product_basis = product_basis()
-            self.linear_attended = Linear(self.attended_product_basis.irreps_out, feature_irreps_out)
-            if attention_zero_init:
-                with torch.no_grad():
-                    # start from the plain backbone: the attended term is zero until learned
-                    self.linear_attended.weight.zero_()
         self.self_connection = None
         if not is_first_layer:
             self.self_connection = FullyConnectedTensorProduct(
@@ -302,14 +281,10 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
 
     def _weighted(self, edge_weight: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The radial edge weights times the attention weights: every head owns a
-        contiguous group of channels, and the weights are laid out as (path, channel), so
-        a head's weight broadcasts over paths."""
-        w = self._channel_weights(w)
+        contiguous group of channels (``(E, H)`` spread to ``(E, C)``), and the weights are
+        laid out as (path, channel), so a head's weight broadcasts over paths."""
+        w = w.repeat_interleave(self.num_features // self.num_heads, dim=1)
         return (edge_weight.view(-1, self.num_paths, self.num_features) * w.unsqueeze(1)).reshape(edge_weight.shape)
-
-    def _channel_weights(self, w: torch.Tensor) -> torch.Tensor:
-        """Per-head weights ``(E, H)`` spread over each head's group of channels, ``(E, C)``."""
-        return w.repeat_interleave(self.num_features // self.num_heads, dim=1)
 
     def _neighbour_normaliser(self, coordination: Optional[torch.Tensor], local_types: torch.Tensor) -> torch.Tensor:
         """``1 / N_i`` of step 2, ``(num_local, 1)`` or ``(1, 1)``."""
@@ -371,45 +346,28 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             )
         scalars = x.narrow(1, 0, self.num_features)
         edge_sh = data[AtomicDataDict.EDGE_ATTRS_KEY]
-        messages: List[torch.Tensor] = []
-        if self.attends_many_body:
-            # the attended pass reweights the same edge messages: keep them (the
-            # weights are known only after the first pass)
-            messages = self.atomic_basis.messages(x, edge_sh, edge_weight, edge_neighbour)
-            a = self.atomic_basis.weighted_sums(messages, None, edge_center, num_local)
-        else:
-            if self.attention is not None:
-                # the query sees the centre's scalars (and, for "environment", two-body
-                # summaries; for "descriptor", many-body invariants); the weights are known before the sum, so they go into the
-                # edge weights and the messages stream path by path
-                center_scalars = scalars[:num_local]
-                if self.descriptor is not None:
-                    descriptor = self.descriptor(
-                        scalars, pair_embedding, edge_sh, edge_center, edge_neighbour,
-                        self._neighbour_normaliser(coordination, local_types), local_types,
-                    )
-                    center_scalars = torch.cat([center_scalars, descriptor], dim=1)
-                w = self._attention_weights(data, center_scalars, scalars, pair_embedding, coordination, num_local)
-                edge_weight = self._weighted(edge_weight, w)
-            # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
-            a = self.atomic_basis(x, edge_sh, edge_weight, edge_center, edge_neighbour, num_local)
+        if self.attention is not None:
+            # the query sees the centre's scalars (and, for "environment", two-body
+            # summaries; for "descriptor", many-body invariants); the weights are known
+            # before the sum, so they go into the edge weights and the messages stream
+            # path by path
+            center_scalars = scalars[:num_local]
+            if self.descriptor is not None:
+                descriptor = self.descriptor(
+                    scalars, pair_embedding, edge_sh, edge_center, edge_neighbour,
+                    self._neighbour_normaliser(coordination, local_types), local_types,
+                )
+                center_scalars = torch.cat([center_scalars, descriptor], dim=1)
+            w = self._attention_weights(data, center_scalars, scalars, pair_embedding, coordination, num_local)
+            edge_weight = self._weighted(edge_weight, w)
+        # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
+        a = self.atomic_basis(x, edge_sh, edge_weight, edge_center, edge_neighbour, num_local)
         a = self._normalized_atomic_basis(a, coordination, local_types)
 
         # === 3. + 4. ===
         h_new = self.linear_out(self.product_basis(a, local_types))
         if self.self_connection is not None:
             h_new = h_new + self.self_connection(h, node_attrs[:num_local])
-        if self.attends_many_body:
-            # the query reads the many-body invariants just computed; a second product
-            # basis reads the reweighted atomic basis
-            query_scalars = h_new.narrow(1, 0, self.num_features)
-            w = self._attention_weights(data, query_scalars, scalars, pair_embedding, coordination, num_local)
-            a_attended = self._normalized_atomic_basis(
-                self.atomic_basis.weighted_sums(messages, self._channel_weights(w), edge_center, num_local),
-                coordination,
-                local_types,
-            )
-            h_new = h_new + self.linear_attended(self.attended_product_basis(a_attended, local_types))
         data[AtomicDataDict.NODE_FEATURES_KEY] = h_new
 
         # === 5. ===

@@ -9,6 +9,7 @@ differentiable torch op, so double backward (force training), ``torch.compile`` 
 """
 
 import math
+from typing import Optional
 
 import torch
 
@@ -162,7 +163,7 @@ class NeighbourAttention(torch.nn.Module):
         initial_temperature: float = 0.0,
         score_inputs: str = "pair",
         normalized_scores: bool = True,
-        num_query_features: int = 0,
+        num_query_features: Optional[int] = None,
     ) -> None:
         super().__init__()
         if score_inputs not in SCORE_INPUTS:
@@ -171,7 +172,9 @@ class NeighbourAttention(torch.nn.Module):
             )
         self.num_heads = num_heads
         self.head_dim = head_dim
-        self.query = ScalarMLPFunction(num_query_features or num_scalar_features, num_heads * head_dim)
+        self.query = ScalarMLPFunction(
+            num_scalar_features if num_query_features is None else num_query_features, num_heads * head_dim
+        )
         self.key_features = ScalarMLPFunction(num_scalar_features, num_heads * head_dim)
         self.key_radial = ScalarMLPFunction(num_radial, num_heads * head_dim)
         self.query_environment = None

@@ -179,6 +179,8 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 raise ValueError(
                     f"`num_features` ({num_features}) must be divisible by `num_heads` ({num_heads})"
                 )
+            # the query reads the centre's scalars, then (descriptor) the descriptor's invariants
+            descriptor_channels = attention_descriptor_channels if attention_score_inputs == "descriptor" else 0
             self.attention = NeighbourAttention(
                 num_scalar_features=num_features,
                 num_radial=num_radial,
@@ -188,7 +190,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 initial_temperature=attention_temperature_init,
                 score_inputs=attention_score_inputs,
                 normalized_scores=attention_normalized_scores,
-                num_query_features=num_features + attention_descriptor_channels * (attention_score_inputs == "descriptor"),
+                num_query_features=num_features + descriptor_channels,
             )
             if attention_score_inputs == "descriptor":
                 self.descriptor = EnvironmentDescriptor(
@@ -295,13 +297,6 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             return self.inverse_avg_num_neighbors
         return torch.index_select(self.inverse_avg_num_neighbors, 0, local_types)
 
-    def _normalized_atomic_basis(self, a, coordination, local_types):
-        """Step 2's normalisation and linear map of the summed atomic basis ``a``."""
-        if self.normalize_by_coordination:
-            # a division, as before the descriptor shared the normaliser (same rounding)
-            return self.linear_atomic_basis(a / coordination)
-        return self.linear_atomic_basis(a * self._neighbour_normaliser(coordination, local_types))
-
     @torch.jit.unused
     def _get_mliap_num_local(self, data: AtomicDataDict.Type) -> int:
         return data[AtomicDataDict.LMP_MLIAP_DATA_KEY].nlocal
@@ -346,6 +341,8 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             )
         scalars = x.narrow(1, 0, self.num_features)
         edge_sh = data[AtomicDataDict.EDGE_ATTRS_KEY]
+        # 1 / N_i, shared by the descriptor's sum and the layer's
+        normaliser = self._neighbour_normaliser(coordination, local_types)
         if self.attention is not None:
             # the query sees the centre's scalars (and, for "environment", two-body
             # summaries; for "descriptor", many-body invariants); the weights are known
@@ -354,15 +351,14 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             center_scalars = scalars[:num_local]
             if self.descriptor is not None:
                 descriptor = self.descriptor(
-                    scalars, pair_embedding, edge_sh, edge_center, edge_neighbour,
-                    self._neighbour_normaliser(coordination, local_types), local_types,
+                    scalars, pair_embedding, edge_sh, edge_center, edge_neighbour, normaliser, local_types
                 )
                 center_scalars = torch.cat([center_scalars, descriptor], dim=1)
             w = self._attention_weights(data, center_scalars, scalars, pair_embedding, coordination, num_local)
             edge_weight = self._weighted(edge_weight, w)
         # edges start at local atoms only: the sum is sized to them (ghosts get no rows)
         a = self.atomic_basis(x, edge_sh, edge_weight, edge_center, edge_neighbour, num_local)
-        a = self._normalized_atomic_basis(a, coordination, local_types)
+        a = self.linear_atomic_basis(a * normaliser)
 
         # === 3. + 4. ===
         h_new = self.linear_out(self.product_basis(a, local_types))

@@ -77,3 +77,75 @@ class LastLayerUncertainty(GraphModuleMixin, torch.nn.Module):
         data[_keys.ATOMIC_ENERGY_UNCERTAINTY] = self._std(features)
         data[_keys.TOTAL_ENERGY_UNCERTAINTY] = self._std(self.structure_features(data, features))
         return data
+
+
+class ShallowEnsembleEnergy(GraphModuleMixin, torch.nn.Module):
+    """The energy and its spread from a shallow ensemble of readout heads.
+
+    The last layer's readout ends in ``M`` linear heads that share everything before them,
+    so each atom has ``M`` site energies ``e_i^(m)`` (after the per-type scale and shift)
+    and each structure ``M`` energies ``E^(m) = Σ_i e_i^(m)``. The prediction is the
+    ensemble mean and the uncertainty its spread (Kellner & Ceriotti, Mach. Learn.: Sci.
+    Technol. 5, 035006, 2024):
+
+        e_i = (1/M) Σ_m e_i^(m),       σ²_i = α² /(M-1) Σ_m (e_i^(m) - e_i)²,
+        E   = Σ_i e_i,                 σ²_E = α² /(M-1) Σ_m (E^(m) - E)²,
+
+    with ``α²`` (buffer ``variance_scale``, 1 until calibrated) one scale fitted on the
+    validation split after training. The heads are trained with the rest of the model:
+    the energy's Gaussian negative log-likelihood (``train.EnergyGaussianNLL``) shapes
+    their spread, the usual losses their mean. Forces are ``-∇E`` of the mean, so they are
+    those of one model. ``σ`` is invariant under rotations and translations because the
+    site energies are.
+
+    Reads ``_keys.ATOMIC_ENERGY_HEADS`` (atoms, M), unscaled; writes the site energy
+    ``per_atom_energy`` (atoms, 1), ``atomic_energy_uncertainty`` (atoms, 1) and
+    ``total_energy_uncertainty`` (frames, 1).
+
+    Args:
+        num_heads: ``M`` (at least 2)
+        scale_shift: the model's per-type scale and shift of the site energy (the host's
+            ``PerTypeScaleShift`` on ``per_atom_energy``), applied here to every head
+    """
+
+    def __init__(self, num_heads: int, scale_shift: torch.nn.Module, irreps_in=None) -> None:
+        super().__init__()
+        if num_heads < 2:
+            raise ValueError(f"a shallow ensemble needs `num_energy_heads` >= 2, got {num_heads}")
+        self.num_heads = int(num_heads)
+        self.scale_shift = scale_shift
+        self.register_buffer("variance_scale", torch.ones((), dtype=torch.float64))
+        self._init_irreps(
+            irreps_in=irreps_in,
+            required_irreps_in=[_keys.ATOMIC_ENERGY_HEADS],
+            irreps_out={
+                AtomicDataDict.PER_ATOM_ENERGY_KEY: "0e",
+                _keys.TOTAL_ENERGY_UNCERTAINTY: "0e",
+                _keys.ATOMIC_ENERGY_UNCERTAINTY: "0e",
+            },
+        )
+
+    def _std(self, heads: torch.Tensor) -> torch.Tensor:
+        deviations = heads - heads.mean(dim=-1, keepdim=True)
+        variance = self.variance_scale * deviations.square().sum(dim=-1, keepdim=True) / (self.num_heads - 1)
+        # the floor keeps the gradient of the square root finite if every head agrees
+        return torch.sqrt(torch.clamp(variance, min=1e-30))
+
+    def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        # the host's per-type scale and shift takes one site energy (atoms, 1): each head in turn
+        scaled = []
+        for head in torch.unbind(data[_keys.ATOMIC_ENERGY_HEADS], dim=-1):
+            data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = head.unsqueeze(-1)
+            data = self.scale_shift(data)
+            scaled.append(data[AtomicDataDict.PER_ATOM_ENERGY_KEY])
+        heads = torch.cat(scaled, dim=-1)
+        data[_keys.ATOMIC_ENERGY_HEADS] = heads
+        data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = heads.mean(dim=-1, keepdim=True)
+        data[_keys.ATOMIC_ENERGY_UNCERTAINTY] = self._std(heads)
+        if AtomicDataDict.BATCH_KEY in data:
+            batch = data[AtomicDataDict.BATCH_KEY].view(-1)[: heads.shape[0]]
+            structure_heads = scatter(heads, batch, dim=0, dim_size=AtomicDataDict.num_frames(data))
+        else:
+            structure_heads = heads.sum(dim=0, keepdim=True)
+        data[_keys.TOTAL_ENERGY_UNCERTAINTY] = self._std(structure_heads)
+        return data

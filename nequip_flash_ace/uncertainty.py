@@ -179,6 +179,13 @@ def run_datamodule(flagged: Dict, stage: str = "fit"):
             datamodule.teardown(stage=stage)
 
 
+def _spearman(sigma: np.ndarray, errors: np.ndarray) -> float:
+    """Spearman rank correlation of σ (or σ²) with |error| (or error²) on the validation split."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(sigma, errors).statistic)
+
+
 def _num_energy_heads(checkpoint: Dict) -> int:
     return int(checkpoint["hyper_parameters"]["info_dict"]["training_module"]["model"].get("num_energy_heads", 1))
 
@@ -227,6 +234,7 @@ def calibrate_ensemble(checkpoint_path: Path, out_path: Path) -> Dict:
     return {
         "variance_scale": variance_scale,
         "nll": float(np.mean(np.log(variance) + errors_sq / variance)),
+        "val_spearman": _spearman(variance, errors_sq),
         "val_frames": len(errors_sq),
         "num_heads": _num_energy_heads(checkpoint),
         "val_sigma_mean": float(np.mean(np.sqrt(variance))),
@@ -253,6 +261,7 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     torch.save(flagged, out_path)
     sigma = np.sqrt(fit["variance_scale"] * np.einsum("vi,ij,vj->v", val_f, fit["inverse_covariance"], val_f))
     fit.update(train_frames=len(train_f), val_frames=len(val_f), num_features=train_f.shape[1],
+               val_spearman=_spearman(sigma, np.abs(val_pred - val_ref)),
                val_sigma_mean=float(sigma.mean()), val_abs_error_mean=float(np.abs(val_pred - val_ref).mean()))
     return fit
 

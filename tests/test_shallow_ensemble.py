@@ -6,8 +6,8 @@
 - σ against a direct numpy evaluation of the heads' spread, per atom and per structure,
   alone and in a batch;
 - σ unchanged by rotating and translating the input;
-- the NLL term against its formula, and it trains only the spread (no gradient through
-  the error);
+- the NLL term (β-NLL, β = 1) against its formula, and it trains only the spread (no
+  gradient through the error);
 - the builder refuses the two uncertainties at once and fewer than one head.
 """
 
@@ -151,13 +151,14 @@ def test_nll_matches_its_formula_and_trains_only_the_spread():
     nll = EnergyGaussianNLL()(preds, target)
     e = ((energy - reference) / num_atoms.view(-1, 1)).detach().numpy().ravel()
     v = ((sigma / num_atoms.view(-1, 1)) ** 2).detach().numpy().ravel()
-    np.testing.assert_allclose(nll.item(), np.mean(0.5 * (e**2 / v + np.log(v))), rtol=1e-12)
+    # β-NLL, β = 1: each structure's NLL weighted by its own variance
+    np.testing.assert_allclose(nll.item(), np.mean(v * 0.5 * (e**2 / v + np.log(v))), rtol=1e-12)
     nll.backward()
     assert energy.grad is None or torch.all(energy.grad == 0)
-    # d/dσ of ½(e²/(σ/N)² + ln (σ/N)²), averaged over the 3 structures
+    # v · d/dσ of ½(e²/(σ/N)² + ln (σ/N)²), averaged over the 3 structures: zero at σ/N = |e|
     s = sigma.detach().numpy().ravel()
     n = num_atoms.numpy()
-    expected = (-(e**2) * n**2 / s**3 + 1 / s) / 3
+    expected = v * (-(e**2) * n**2 / s**3 + 1 / s) / 3
     np.testing.assert_allclose(sigma.grad.numpy().ravel(), expected, rtol=1e-10)
 
 

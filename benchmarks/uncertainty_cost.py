@@ -1,14 +1,12 @@
-"""What the uncertainty costs at inference: energy+forces against energy+forces+σ,
-the default model, in one process.
+"""What the last-layer uncertainty costs at inference: energy+forces against
+energy+forces+σ, the default model with the same weights, in one process.
 
     python benchmarks/uncertainty_cost.py            # 1000-atom Cu-Au cell
 
-Two σ models beside the plain one: the builder's default with ``last_layer_uncertainty=True``
-and fitted-like buffers (the plain model's weights, a random positive-definite Σ⁻¹; the
-cost does not depend on the values), and the shallow ensemble (``num_energy_heads=8``, the
-``+uncertainty=ensemble`` config; the plain model's weights except the readout's last
-linear map, which has 8 outputs). Median wall time in alternating order and the peak
-memory of each call alone. Writes benchmarks/results/uncertainty_cost.md.
+The σ model is the builder's default with ``last_layer_uncertainty=True`` and fitted-like
+buffers (a random positive-definite Σ⁻¹; the cost does not depend on the values). Median
+wall time in alternating order and the peak memory of each call alone. Writes
+benchmarks/results/uncertainty_cost.md.
 """
 
 import argparse
@@ -36,22 +34,18 @@ def main():
     a = torch.randn(module.num_features, module.num_features, dtype=torch.float64)
     module.inverse_covariance.copy_(a @ a.T + torch.eye(module.num_features, dtype=torch.float64))
     module.variance_scale.fill_(1.0)
-    ensemble = build_peer(dict(FLASH_ACE, num_energy_heads=8), types, 5.0)
-    target = ensemble.state_dict()
-    shared = {k: v for k, v in plain.state_dict().items() if k in target and target[k].shape == v.shape}
-    ensemble.load_state_dict(shared, strict=False)
-    models = {"energy + forces": plain, "energy + forces + σ (last layer)": with_sigma, "energy + forces + σ (8-head ensemble)": ensemble}
+    models = {"energy + forces": plain, "energy + forces + σ": with_sigma}
     med, peaks = alternating_medians({k: model_step(m, data, "ef") for k, m in models.items()}, args.repeats)
-    ratios = {k: med[k] / med["energy + forces"] for k in models if k != "energy + forces"}
+    ratio = med["energy + forces + σ"] / med["energy + forces"]
     prov = provenance()
     rows = [[k, f"{1e3 * med[k]:.1f}", " / ".join(f"{p:.0f}" for p in peaks[k])] for k in models]
     text = "\n".join([
-        "# Cost of the uncertainty at inference", "",
+        "# Cost of the last-layer uncertainty at inference", "",
         f"`python benchmarks/uncertainty_cost.py {' '.join(sys.argv[1:])}`; default model (builder defaults), "
         f"{len(data['pos'])}-atom Cu–Au cell, float32, eager, {torch.get_num_threads()} threads, median of "
         f"{args.repeats} in alternating order; commit {prov['git_commit']}, {prov['machine']}.", "",
         markdown_table(["prediction", "median (ms)", "peak MB"], rows), "",
-        *[f"{k} / energy + forces: **{r:.3f}** (target ≤ 1.1)." for k, r in ratios.items()]])
+        f"energy + forces + σ / energy + forces: **{ratio:.3f}** (target ≤ 1.1)."])
     (RESULTS / "uncertainty_cost.md").write_text(text + "\n")
     print(text)
 

@@ -1,14 +1,8 @@
-"""Is the uncertainty any good? Ranking, calibration and an active-learning loop.
+"""Is the last-layer uncertainty any good? Ranking, calibration and an active-learning loop.
 
     python benchmarks/uncertainty_quality.py --part quality          # every bundled data set + acetylacetone
     python benchmarks/uncertainty_quality.py --part active --seeds 0 1   # active learning on silicon
-    python benchmarks/uncertainty_quality.py --method ensemble       # the same for a shallow ensemble
     python benchmarks/uncertainty_quality.py --rewrite
-
-Two methods, each in its own report: ``last_layer`` (the default; the shipped model,
-σ fitted after training) and ``ensemble`` (the same config with ``ENSEMBLE`` overrides: 8
-readout heads trained with the energy's Gaussian NLL, σ their spread, its scale calibrated
-on validation by the same command).
 
 Quality: for each bundled data set the shipped config is trained as in the quick start
 (its own epochs), and for acetylacetone the shipped model of the 15-min benchmark run
@@ -31,7 +25,6 @@ benchmarks/runs/uncertainty/.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,12 +36,6 @@ from _harness import RESULTS, RUNS, markdown_table, provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = RUNS / "uncertainty"
-# the shallow ensemble: 8 readout heads, the energy NLL beside the config's losses (weight 1)
-ENSEMBLE = [
-    "+training_module.model.num_energy_heads=8",
-    "+training_module.loss.extra_metrics=[{name: energy_nll, field: null, coeff: 1.0, "
-    "metric: {_target_: nequip_flash_ace.train.EnergyGaussianNLL}}]",
-]
 ACAC_BASE = RUNS / "acac_15min" / "flash_ace_seed0"
 # data set -> (config, test files)
 DATASETS = {
@@ -68,19 +55,10 @@ def train(config: str, run_dir: Path, *overrides, config_dir: Path = REPO / "con
     if (run_dir / "best.ckpt").exists():
         return run_dir
     cmd = [_exe("nequip-train"), "-cp", str(config_dir), "-cn", config, f"hydra.run.dir={run_dir}", "run=[train]", *overrides]
-    # benchmarks/ on the path: a replayed benchmark config names its callbacks there
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"training failed: {(proc.stderr or proc.stdout)[-2000:]}")
     return run_dir
-
-
-def epochs_run(run_dir: Path) -> int:
-    import csv
-
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return 1 + max(int(r["epoch"]) for r in csv.DictReader(f) if r.get("val0_epoch/weighted_sum"))
 
 
 def fit_sigma(run_dir: Path):
@@ -124,26 +102,20 @@ def quality(pred: dict) -> dict:
     }
 
 
-def run_quality(only=None, method="last_layer"):
+def run_quality(only=None):
     from ase.io import read
 
-    extra = ENSEMBLE if method == "ensemble" else []
-    suffix = "_ensemble" if method == "ensemble" else ""
     results = []
     for data, (config, test_files) in DATASETS.items():
         if only and data not in only:
             continue
         if data == "acac":
+            run_dir = ACAC_BASE
             if not (ACAC_BASE / "best.ckpt").exists():
                 train(config, ACAC_BASE)
-            # the ensemble replays the 15-minute run's own config for as many epochs as it ran
-            # (whatever else runs on the machine)
-            run_dir = ACAC_BASE if not extra else train(
-                "bench", OUT / "quality_acac_ensemble", f"max_epochs={epochs_run(ACAC_BASE)}", "max_time=00:02:00:00", *extra,
-                config_dir=ACAC_BASE / "config")
         else:
             # the config's epochs, whatever else runs on the machine (its time limit lifted)
-            run_dir = train(config, OUT / f"quality_{data}{suffix}", "max_time=00:02:00:00", *extra)
+            run_dir = train(config, OUT / f"quality_{data}", "max_time=00:02:00:00")
         checkpoint, fit = fit_sigma(run_dir)
         for test_file in test_files:
             pred = predict(checkpoint, read(test_file, index=":"))
@@ -174,11 +146,9 @@ def test_force_mae(run_dir: Path) -> float:
     return float(rows[-1]["test0_epoch/forces_mae"])
 
 
-def run_active(seeds, epochs: int, start: int = 100, add: int = 100, method="last_layer"):
+def run_active(seeds, epochs: int, start: int = 100, add: int = 100):
     from ase.io import read
 
-    extra = ENSEMBLE if method == "ensemble" else []
-    suffix = "_ensemble" if method == "ensemble" else ""
     source = REPO / "data" / "silicon_gfn1"
     pool = read(source / "train.xyz", index=":")
     results = []
@@ -187,15 +157,15 @@ def run_active(seeds, epochs: int, start: int = 100, add: int = 100, method="las
         order = rng.permutation(len(pool))
         first, rest = order[:start], order[start:]
         base_data = write_split(pool, first, OUT / f"active_seed{seed}" / "data_start", source)
-        common = [f"seed={seed}", f"max_epochs={epochs}", "max_time=00:02:00:00", "run=[train,test]", *extra]
-        base = train("flash_ace_silicon", OUT / f"active_seed{seed}" / f"run_start{suffix}", f"data_dir={base_data}", *common)
+        common = [f"seed={seed}", f"max_epochs={epochs}", "max_time=00:02:00:00", "run=[train,test]"]
+        base = train("flash_ace_silicon", OUT / f"active_seed{seed}" / "run_start", f"data_dir={base_data}", *common)
         checkpoint, _ = fit_sigma(base)
         sigma = predict(checkpoint, [pool[i] for i in rest])["sigma_e"]
         chosen = {"uncertainty": rest[np.argsort(-sigma)[:add]], "random": rng.permutation(rest)[:add]}
         record = {"seed": seed, "epochs": epochs, "start": start, "add": add, "start_test_force_mae": test_force_mae(base)}
         for how, added in chosen.items():
-            data = write_split(pool, np.concatenate([first, added]), OUT / f"active_seed{seed}" / f"data_{how}{suffix}", source)
-            run = train("flash_ace_silicon", OUT / f"active_seed{seed}" / f"run_{how}{suffix}", f"data_dir={data}", *common)
+            data = write_split(pool, np.concatenate([first, added]), OUT / f"active_seed{seed}" / f"data_{how}", source)
+            run = train("flash_ace_silicon", OUT / f"active_seed{seed}" / f"run_{how}", f"data_dir={data}", *common)
             record[f"{how}_test_force_mae"] = test_force_mae(run)
             record[f"{how}_mean_pool_sigma_mev"] = 1e3 * float(np.mean(sigma[np.isin(rest, added)]))
         results.append(record)
@@ -203,22 +173,15 @@ def run_active(seeds, epochs: int, start: int = 100, add: int = 100, method="las
     return results
 
 
-TITLES = {"last_layer": "Last-layer uncertainty", "ensemble": "Shallow-ensemble uncertainty"}
-
-
-def stem(method: str) -> str:
-    return "uncertainty" if method == "last_layer" else f"uncertainty_{method}"
-
-
-def write_report(data, prov, method="last_layer"):
+def write_report(data, prov):
     quality_rows = [[r["data"], r["test"], r["frames"], f"{r['val_nll']:.3f}" if "val_nll" in r else "–",
                      f"{r['val_spearman']:.2f}" if "val_spearman" in r else "–",
                      f"{r['spearman_energy']:.2f}", f"{r['spearman_atoms']:.2f}",
                      f"{100 * r['within_1sigma']:.0f} %", f"{100 * r['within_2sigma']:.0f} %", f"{r['mean_sigma_e_mev']:.3g}",
                      f"{r['mean_abs_error_mev']:.3g}", f"{r['mean_force_error_mev']:.3g}" if "mean_force_error_mev" in r else "–"]
                     for r in data.get("quality", [])]
-    lines = [f"# {TITLES[method]}: ranking, calibration, active learning", "", "```", json.dumps(prov, indent=1), "```", "",
-             f"`python benchmarks/uncertainty_quality.py --method {method}` (module docstring). σ fitted or calibrated by "
+    lines = ["# Last-layer uncertainty: ranking, calibration, active learning", "", "```", json.dumps(prov, indent=1), "```", "",
+             "`python benchmarks/uncertainty_quality.py` (module docstring). σ fitted by "
              "`python -m nequip_flash_ace.uncertainty` on each run's own training and validation splits; the validation NLL "
              "is the mean of ln σ² + ΔE²/σ² over the validation structures (eV, lower is better), the validation Spearman "
              "that of σ_E with |ΔE| there; everything else is on test splits.", ""]
@@ -231,7 +194,7 @@ def write_report(data, prov, method="last_layer"):
             ratio = acac["test_MD_600K.xyz"]["mean_sigma_e_mev"] / acac["test_MD_300K.xyz"]["mean_sigma_e_mev"]
             err_ratio = acac["test_MD_600K.xyz"]["mean_abs_error_mev"] / acac["test_MD_300K.xyz"]["mean_abs_error_mev"]
             lines += ["", f"Acetylacetone: mean σ_E at 600 K / at 300 K = **{ratio:.2f}** (the mean |ΔE| grows {err_ratio:.2f}×)."]
-        lines += ["", f"![calibration]({stem(method)}_calibration.png)"]
+        lines += ["", "![calibration](uncertainty_calibration.png)"]
     if data.get("active"):
         rows = [[r["seed"], r["epochs"], f"{1e3 * r['start_test_force_mae']:.1f}", f"{1e3 * r['uncertainty_test_force_mae']:.1f}",
                  f"{1e3 * r['random_test_force_mae']:.1f}", f"{r['uncertainty_test_force_mae'] / r['random_test_force_mae']:.2f}"]
@@ -243,13 +206,13 @@ def write_report(data, prov, method="last_layer"):
                   "(meV/Å) of the best-validation checkpoint.", "",
                   markdown_table(["seed", "epochs", "100 start", "+100 by σ", "+100 random", "σ / random"], rows), "",
                   f"Mean over seeds: chosen by σ / random = **{mean_ratio:.2f}**."]
-    (RESULTS / f"{stem(method)}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{stem(method)}.json").write_text(json.dumps(dict(data, provenance=prov), indent=1))
-    plot(data.get("quality", []), method)
+    (RESULTS / "uncertainty.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "uncertainty.json").write_text(json.dumps(dict(data, provenance=prov), indent=1))
+    plot(data.get("quality", []))
     print("\n".join(lines))
 
 
-def plot(quality_results, method):
+def plot(quality_results):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,7 +240,7 @@ def plot(quality_results, method):
         ax.set_title(f"{r['data']} {r['test'].replace('.xyz', '')}", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{stem(method)}_calibration.png", dpi=110)
+    fig.savefig(RESULTS / "uncertainty_calibration.png", dpi=110)
     plt.close(fig)
 
 
@@ -287,22 +250,21 @@ def main():
     parser.add_argument("--data", nargs="+", choices=sorted(DATASETS), help="quality: only these data sets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=30, help="active learning: epochs of every training")
-    parser.add_argument("--method", choices=sorted(TITLES), default="last_layer")
     parser.add_argument("--rewrite", action="store_true")
     args = parser.parse_args()
-    saved = RESULTS / f"{stem(args.method)}.json"
+    saved = RESULTS / "uncertainty.json"
     data = json.loads(saved.read_text()) if saved.exists() else {}
     prov = data.pop("provenance", None) or provenance()
     if not args.rewrite:
         prov = provenance()
         if "quality" in args.part:
-            new = run_quality(args.data, args.method)
+            new = run_quality(args.data)
             keep = [r for r in data.get("quality", []) if args.data and r["data"] not in args.data]
             data["quality"] = keep + new
-            write_report(data, prov, args.method)
+            write_report(data, prov)
         if "active" in args.part:
-            data["active"] = run_active(args.seeds, args.epochs, method=args.method)
-    write_report(data, prov, args.method)
+            data["active"] = run_active(args.seeds, args.epochs)
+    write_report(data, prov)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from . import _keys
 
 register_fields(
     graph_fields=[_keys.TOTAL_ENERGY_UNCERTAINTY],
-    node_fields=[_keys.READOUT_FEATURES, _keys.ATOMIC_ENERGY_UNCERTAINTY, _keys.ATOMIC_ENERGY_HEADS],
+    node_fields=[_keys.READOUT_FEATURES, _keys.ATOMIC_ENERGY_UNCERTAINTY],
 )
 
 ASE_UNCERTAINTY_TARGET_NAME = "ase_uncertainty"

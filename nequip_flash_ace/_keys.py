@@ -9,6 +9,3 @@ READOUT_FEATURES = "readout_features"
 # standard deviations of the predicted energies (eV): per frame and per atom
 TOTAL_ENERGY_UNCERTAINTY = "total_energy_uncertainty"
 ATOMIC_ENERGY_UNCERTAINTY = "atomic_energy_uncertainty"
-# the site energies of the readout heads of a shallow ensemble (ShallowEnsembleEnergy),
-# per local atom, (atoms, heads)
-ATOMIC_ENERGY_HEADS = "atomic_energy_heads"

@@ -180,72 +180,15 @@ def run_datamodule(flagged: Dict, stage: str = "fit"):
 
 
 def _spearman(sigma: np.ndarray, errors: np.ndarray) -> float:
-    """Spearman rank correlation of σ (or σ²) with |error| (or error²) on the validation split."""
+    """Spearman rank correlation of σ with |error| (a summary of the fit: the fit itself is
+    chosen on the likelihood)."""
     from scipy.stats import spearmanr
 
     return float(spearmanr(sigma, errors).statistic)
 
 
-def _num_energy_heads(checkpoint: Dict) -> int:
-    return int(checkpoint["hyper_parameters"]["info_dict"]["training_module"]["model"].get("num_energy_heads", 1))
-
-
-def calibrate_ensemble(checkpoint_path: Path, out_path: Path) -> Dict:
-    """Calibrate a shallow ensemble (``num_energy_heads`` > 1): the one scale ``α²`` of its
-    spread that maximises the Gaussian likelihood of the validation energy errors,
-    ``α² = mean(e_v² / s_v²)`` with ``s_v`` the raw spread of structure ``v``; writes
-    ``out_path`` with it. Returns ``variance_scale``, ``nll`` (as :func:`fit_last_layer`)
-    and the validation summary."""
-    import hydra
-
-    from nequip.data import AtomicDataDict
-    from nequip.model.utils import override_model_compile_mode
-    from nequip.train.lightning import _SOLE_MODEL_KEY
-    from nequip.utils.global_state import set_global_state
-
-    from . import _keys
-    from .nn import ShallowEnsembleEnergy
-
-    set_global_state()
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    training_module = hydra.utils.get_class(checkpoint["hyper_parameters"]["info_dict"]["training_module"]["_target_"])
-    with override_model_compile_mode("eager"):
-        lightning_module = training_module.load_from_checkpoint(checkpoint_path, weights_only=False)
-    model = lightning_module.evaluation_model[_SOLE_MODEL_KEY]  # the EMA weights, as inference uses
-    model.eval()
-    ensembles = [m for m in lightning_module.modules() if isinstance(m, ShallowEnsembleEnergy)]
-    for module in ensembles:
-        module.variance_scale.fill_(1.0)
-    errors, spreads = [], []
-    with run_datamodule(checkpoint) as datamodule:
-        for batch in datamodule.val_dataloader()[0]:
-            out = model(AtomicDataDict.to_(batch, next(model.parameters()).device))
-            errors.append((out[AtomicDataDict.TOTAL_ENERGY_KEY] - batch[AtomicDataDict.TOTAL_ENERGY_KEY]).detach().view(-1).double().numpy())
-            spreads.append(out[_keys.TOTAL_ENERGY_UNCERTAINTY].detach().view(-1).double().numpy())
-    errors_sq, spread_sq = np.concatenate(errors) ** 2, np.maximum(np.concatenate(spreads) ** 2, np.finfo(np.float64).tiny)
-    variance_scale = float(np.mean(errors_sq / spread_sq))
-    variance = np.maximum(variance_scale * spread_sq, np.finfo(np.float64).tiny)
-    for module in ensembles:
-        module.variance_scale.fill_(variance_scale)
-    state = lightning_module.state_dict()
-    checkpoint["state_dict"].update({k: state[k].clone() for k in state if k.endswith("energy_ensemble.variance_scale")})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out_path)
-    return {
-        "variance_scale": variance_scale,
-        "nll": float(np.mean(np.log(variance) + errors_sq / variance)),
-        "val_spearman": _spearman(variance, errors_sq),
-        "val_frames": len(errors_sq),
-        "num_heads": _num_energy_heads(checkpoint),
-        "val_sigma_mean": float(np.mean(np.sqrt(variance))),
-        "val_abs_error_mean": float(np.mean(np.sqrt(errors_sq))),
-    }
-
-
 def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     """Fit the uncertainty of the model in ``checkpoint_path``; write ``out_path``. Returns the fit."""
-    if _num_energy_heads(torch.load(checkpoint_path, map_location="cpu", weights_only=False)) > 1:
-        return calibrate_ensemble(checkpoint_path, out_path)
     flagged, lightning_module, model, missing = load_for_fit(checkpoint_path)
     module = _uncertainty_module(model)
     with run_datamodule(flagged) as datamodule:
@@ -278,14 +221,6 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out) if args.out else checkpoint.parent / "uncertainty.ckpt"
     fit = fit_checkpoint(checkpoint, out)
-    if "num_heads" in fit:
-        print(
-            f"[flash-ace] shallow-ensemble uncertainty: {fit['num_heads']} heads; {fit['val_frames']} validation structures; "
-            f"α² = {fit['variance_scale']:.3g}; validation: mean σ_E {1e3 * fit['val_sigma_mean']:.3g} meV, "
-            f"mean |error| {1e3 * fit['val_abs_error_mean']:.3g} meV"
-        )
-        print(f"[flash-ace] wrote {out}  (nequip-compile {out} model.nequip.pt2 --mode aotinductor --device cpu --target ase_uncertainty)")
-        return 0
     print(
         f"[flash-ace] last-layer uncertainty: {fit['num_features']} features, {fit['train_frames']} training and "
         f"{fit['val_frames']} validation structures; ς² = {fit['regulariser']:.3g}, α² = {fit['variance_scale']:.3g}; "

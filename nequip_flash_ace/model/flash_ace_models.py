@@ -17,13 +17,7 @@ from nequip.nn.embedding import (
     SphericalHarmonicEdgeAttrs,
 )
 
-from nequip_flash_ace.nn import (
-    FlashACELayer,
-    InputGeometryCheck,
-    LastLayerUncertainty,
-    MessagePassingLocalityGuard,
-    ShallowEnsembleEnergy,
-)
+from nequip_flash_ace.nn import FlashACELayer, InputGeometryCheck, LastLayerUncertainty, MessagePassingLocalityGuard
 
 
 def _check(condition: bool, message: str) -> None:
@@ -67,7 +61,6 @@ def FlashACEModel(
     pair_potential: Optional[Dict] = None,
     min_atom_distance: float = 0.1,
     last_layer_uncertainty: bool = False,
-    num_energy_heads: int = 1,
     do_derivatives: bool = True,
 ):
     """Flash-ACE: an Atomic Cluster Expansion message-passing potential with smooth neighbour attention.
@@ -102,7 +95,6 @@ def FlashACEModel(
         pair_potential (dict): optional pair potential, e.g. ``nequip.nn.pair_potential.ZBL``
         min_atom_distance (float): two atoms closer than this (Å) stop the model with an error naming them, as does a non-finite position or cell (default ``0.1``; ``0`` switches the distance check off)
         last_layer_uncertainty (bool): add ``LastLayerUncertainty`` (energy standard deviations per frame and per atom); set by ``python -m nequip_flash_ace.uncertainty``, which fits it after training (default ``False``)
-        num_energy_heads (int): readout heads of the last layer; more than one makes a shallow ensemble (``ShallowEnsembleEnergy``: energy = their mean, uncertainty = their spread; train it with ``EnergyGaussianNLL``) (default ``1``)
         do_derivatives (bool): compute forces and stress by autograd (default ``True``)
     """
     # === validation: one clear message per bad argument ===
@@ -132,11 +124,6 @@ def FlashACEModel(
     _check(
         readout_mlp_hidden_layers_depth >= 0,
         f"`readout_mlp_hidden_layers_depth` must be >= 0, got {readout_mlp_hidden_layers_depth}",
-    )
-    _check(int(num_energy_heads) >= 1, f"`num_energy_heads` must be >= 1 (1 = one readout, no ensemble), got {num_energy_heads}")
-    _check(
-        not (last_layer_uncertainty and num_energy_heads > 1),
-        "`last_layer_uncertainty` and `num_energy_heads` > 1 are two uncertainties of the same energy: choose one",
     )
     if per_edge_type_cutoff is not None:
         unknown = set(per_edge_type_cutoff) - set(type_names)
@@ -210,13 +197,12 @@ def FlashACEModel(
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,
             readout_mlp_hidden_layers_width=readout_mlp_hidden_layers_width if is_last else None,
             readout_mlp_nonlinearity=readout_mlp_nonlinearity,
-            num_energy_heads=num_energy_heads if is_last else 1,
             is_first_layer=layer_i == 0,
         )
         modules[f"layer{layer_i}"] = layer
         prev_irreps = layer.irreps_out
 
-    scale_shift = PerTypeScaleShift(
+    modules["per_type_energy_scale_shift"] = PerTypeScaleShift(
         type_names=type_names,
         field=AtomicDataDict.PER_ATOM_ENERGY_KEY,
         out_field=AtomicDataDict.PER_ATOM_ENERGY_KEY,
@@ -224,17 +210,9 @@ def FlashACEModel(
         shifts=per_type_energy_shifts,
         scales_trainable=per_type_energy_scales_trainable,
         shifts_trainable=per_type_energy_shifts_trainable,
-        irreps_in={**prev_irreps, AtomicDataDict.PER_ATOM_ENERGY_KEY: Irreps("0e")},
+        irreps_in=prev_irreps,
     )
-    if num_energy_heads > 1:
-        # the ensemble scales and shifts each head's site energy with it, then averages
-        modules["energy_ensemble"] = ShallowEnsembleEnergy(
-            num_heads=num_energy_heads, scale_shift=scale_shift, irreps_in=prev_irreps
-        )
-        prev_irreps = modules["energy_ensemble"].irreps_out
-    else:
-        modules["per_type_energy_scale_shift"] = scale_shift
-        prev_irreps = scale_shift.irreps_out
+    prev_irreps = modules["per_type_energy_scale_shift"].irreps_out
     if last_layer_uncertainty:
         layers = [modules[f"layer{i}"] for i in range(num_layers)]
         for layer in layers:

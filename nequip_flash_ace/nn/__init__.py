@@ -9,7 +9,7 @@ from .descriptor import EnvironmentDescriptor
 from .layer import FlashACELayer
 from .locality import MessagePassingLocalityGuard
 from .geometry_check import InputGeometryCheck
-from .uncertainty import LastLayerUncertainty, ShallowEnsembleEnergy
+from .uncertainty import LastLayerUncertainty
 
 __all__ = [
     "symmetric_coupling_basis",
@@ -24,5 +24,4 @@ __all__ = [
     "MessagePassingLocalityGuard",
     "InputGeometryCheck",
     "LastLayerUncertainty",
-    "ShallowEnsembleEnergy",
 ]

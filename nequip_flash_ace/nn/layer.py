@@ -108,7 +108,6 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
         readout_mlp_nonlinearity: Optional[str] = "silu",
-        num_energy_heads: int = 1,
         is_first_layer: bool = False,
     ) -> None:
         super().__init__()
@@ -125,18 +124,12 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         self.normalize_by_coordination = neighbour_normalization == "coordination"
         if num_heads > 0 or self.normalize_by_coordination:
             required.append(AtomicDataDict.EDGE_CUTOFF_KEY)
-        if num_energy_heads < 1:
-            raise ValueError(f"`num_energy_heads` must be >= 1, got {num_energy_heads}")
-        # one head writes the site energy; several (a shallow ensemble, the last layer
-        # only) write their site energies side by side for ShallowEnsembleEnergy
-        self.num_energy_heads = num_energy_heads
-        self.energy_field = AtomicDataDict.PER_ATOM_ENERGY_KEY if num_energy_heads == 1 else _keys.ATOMIC_ENERGY_HEADS
         self._init_irreps(
             irreps_in=irreps_in,
             required_irreps_in=required,
             irreps_out={
                 AtomicDataDict.NODE_FEATURES_KEY: feature_irreps_out,
-                self.energy_field: Irreps(f"{num_energy_heads}x0e"),
+                AtomicDataDict.PER_ATOM_ENERGY_KEY: Irreps("0e"),
             },
         )
         self.is_first_layer = is_first_layer
@@ -236,7 +229,7 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
             raise ValueError(f"output features must start with scalars 0e, got {feature_irreps_out}")
         self.readout = ScalarMLPFunction(
             input_dim=num_scalars_out,
-            output_dim=num_energy_heads,
+            output_dim=1,
             hidden_layers_depth=readout_mlp_hidden_layers_depth,
             hidden_layers_width=readout_mlp_hidden_layers_width,
             nonlinearity=readout_mlp_nonlinearity,
@@ -384,8 +377,9 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         else:
             site_energy = self.readout(readout_inputs)
         if self.is_first_layer:
-            data[self.energy_field] = site_energy
+            data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = site_energy
         else:
-            # the earlier layers' (shared) site energy, (atoms, 1), broadcast over the heads
-            data[self.energy_field] = data[AtomicDataDict.PER_ATOM_ENERGY_KEY] + site_energy
+            data[AtomicDataDict.PER_ATOM_ENERGY_KEY] = (
+                data[AtomicDataDict.PER_ATOM_ENERGY_KEY] + site_energy
+            )
         return data

@@ -1,7 +1,6 @@
 """Training helpers of Flash-ACE (the host supplies trainer, loss and metrics)."""
 
 from .guardrails import ConfigGuardrails, FlashACEConfigWarning, config_advice
-from .nll import EnergyGaussianNLL
 from .progress import TrainingProgress
 
-__all__ = ["ConfigGuardrails", "EnergyGaussianNLL", "FlashACEConfigWarning", "TrainingProgress", "config_advice"]
+__all__ = ["ConfigGuardrails", "FlashACEConfigWarning", "TrainingProgress", "config_advice"]

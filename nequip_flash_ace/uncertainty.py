@@ -224,7 +224,8 @@ def main(argv=None) -> int:
     print(
         f"[flash-ace] last-layer uncertainty: {fit['num_features']} features, {fit['train_frames']} training and "
         f"{fit['val_frames']} validation structures; ς² = {fit['regulariser']:.3g}, α² = {fit['variance_scale']:.3g}; "
-        f"validation: mean σ_E {1e3 * fit['val_sigma_mean']:.3g} meV, mean |error| {1e3 * fit['val_abs_error_mean']:.3g} meV"
+        f"validation: mean σ_E {1e3 * fit['val_sigma_mean']:.3g} meV, mean |error| {1e3 * fit['val_abs_error_mean']:.3g} meV, "
+        f"rank correlation of σ_E with |error| {fit['val_spearman']:.2f}"
     )
     print(f"[flash-ace] wrote {out}  (nequip-compile {out} model.nequip.pt2 --mode aotinductor --device cpu --target ase_uncertainty)")
     return 0

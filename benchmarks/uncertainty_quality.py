@@ -51,10 +51,10 @@ def _exe(name):
     return str(exe) if exe.exists() else name
 
 
-def train(config: str, run_dir: Path, *overrides, config_dir: Path = REPO / "configs") -> Path:
+def train(config: str, run_dir: Path, *overrides) -> Path:
     if (run_dir / "best.ckpt").exists():
         return run_dir
-    cmd = [_exe("nequip-train"), "-cp", str(config_dir), "-cn", config, f"hydra.run.dir={run_dir}", "run=[train]", *overrides]
+    cmd = [_exe("nequip-train"), "-cp", str(REPO / "configs"), "-cn", config, f"hydra.run.dir={run_dir}", "run=[train]", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"training failed: {(proc.stderr or proc.stdout)[-2000:]}")
@@ -174,11 +174,10 @@ def run_active(seeds, epochs: int, start: int = 100, add: int = 100):
 
 
 def write_report(data, prov):
-    quality_rows = [[r["data"], r["test"], r["frames"], f"{r['val_nll']:.3f}" if "val_nll" in r else "–",
-                     f"{r['val_spearman']:.2f}" if "val_spearman" in r else "–",
+    quality_rows = [[r["data"], r["test"], r["frames"], f"{r['val_nll']:.3f}", f"{r['val_spearman']:.2f}",
                      f"{r['spearman_energy']:.2f}", f"{r['spearman_atoms']:.2f}",
                      f"{100 * r['within_1sigma']:.0f} %", f"{100 * r['within_2sigma']:.0f} %", f"{r['mean_sigma_e_mev']:.3g}",
-                     f"{r['mean_abs_error_mev']:.3g}", f"{r['mean_force_error_mev']:.3g}" if "mean_force_error_mev" in r else "–"]
+                     f"{r['mean_abs_error_mev']:.3g}", f"{r['mean_force_error_mev']:.3g}"]
                     for r in data.get("quality", [])]
     lines = ["# Last-layer uncertainty: ranking, calibration, active learning", "", "```", json.dumps(prov, indent=1), "```", "",
              "`python benchmarks/uncertainty_quality.py` (module docstring). σ fitted by "

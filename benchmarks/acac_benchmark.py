@@ -54,12 +54,14 @@ def settings() -> dict:
         "flash_ace": ("flash_ace", {}, None),            # the shipped model on configs/flash_ace_acac.yaml (2 layers)
         # one layer: strictly local (pair_style allegro on many ranks); shipped until 2026-12-05
         "flash_ace_1L": ("flash_ace", {"num_layers": 1}, None),
-        "flash_ace_deep": ("flash_ace_deep", {}, None),  # the preset for trainings of an hour (2 layers, l_max 3)
+        # the preset for trainings of an hour (2 layers, l_max 3; lr halves after 10 stagnant
+        # epochs, stop after 25)
+        "flash_ace_deep": ("flash_ace_deep", {}, None),
+        # the preset with the molecule config's schedule (3 and 8), the preset's until 2026-12-06:
+        # early-stopped at 40 minutes of the hour
+        "flash_ace_deep_short_schedule": ("flash_ace_deep", {"lr_patience": 3, "early_stopping_patience": 8}, None),
         # the same preset with 4 heads of environment attention (the preset's until the hour's runs)
         "flash_ace_deep_attention": ("flash_ace_deep", {"num_heads": 4, "attention_score_inputs": "environment"}, None),
-        # the preset with a slower schedule for the hour: every run with the shipped schedule
-        # (lr halves after 3 stagnant epochs, stop after 8) early-stopped at 27-51 minutes
-        "flash_ace_deep_patient": ("flash_ace_deep", {"lr_patience": 10, "early_stopping_patience": 25}, None),
         # the energy's own look, on the one-layer model: the per-atom energy weighed up
         # against the forces (1:1 shipped)
         "flash_ace_energy_weight_100": ("flash_ace", {"num_layers": 1, "energy_weight": 100}, None),

@@ -58,7 +58,7 @@ def test_shipped_configs_pass_their_own_guardrails():
 
 
 def test_deep_preset_composes_with_hydra():
-    """The hour's preset is the molecule's config (two layers, no attention) with l_max and stopping changed;
+    """The hour's preset is the molecule's config (two layers, no attention) with l_max, schedule and stopping changed;
     the training knobs measured for that config (lr, batch, clip, loss weights, scheduler)
     and the rest of its model are inherited."""
     from hydra import compose, initialize_config_dir
@@ -68,7 +68,7 @@ def test_deep_preset_composes_with_hydra():
         cfg = compose(config_name="flash_ace_deep")
     model = cfg.training_module.model
     assert (model.num_layers, model.num_heads) == (2, 0)
-    assert cfg.trainer.max_time == "00:01:00:00" and cfg.trainer.max_epochs == 300
+    assert cfg.trainer.max_time == "00:01:00:00" and cfg.trainer.max_epochs == 1000
     for key in ("lr", "batch_size", "gradient_clip_val", "energy_weight", "forces_weight", "chemical_symbols"):
         assert cfg[key] == base[key], key
     # the molecule's data (unresolved: it names the folder through hydra's runtime cwd)
@@ -77,4 +77,10 @@ def test_deep_preset_composes_with_hydra():
     assert (model.l_max, model.readout_mlp_hidden_layers_width) == (3, 16)
     assert (model.num_radial, model.num_features) == (base.training_module.model.num_radial, base.training_module.model.num_features)
     assert [c._target_ for c in cfg.trainer.callbacks] == [c._target_ for c in base.trainer.callbacks]
-    assert cfg.training_module.lr_scheduler == base.training_module.lr_scheduler
+    # the hour's slower schedule (lr halves after 10 stagnant epochs, stop after 25); the
+    # scheduler is otherwise the molecule's
+    assert (cfg.lr_patience, cfg.early_stopping_patience) == (10, 25)
+    assert cfg.training_module.lr_scheduler.scheduler.patience == 10
+    scheduler, base_scheduler = (OmegaConf.to_container(c.training_module.lr_scheduler, resolve=True) for c in (cfg, base))
+    scheduler["scheduler"].pop("patience"), base_scheduler["scheduler"].pop("patience")
+    assert scheduler == base_scheduler

@@ -179,14 +179,6 @@ def run_datamodule(flagged: Dict, stage: str = "fit"):
             datamodule.teardown(stage=stage)
 
 
-def _spearman(sigma: np.ndarray, errors: np.ndarray) -> float:
-    """Spearman rank correlation of σ with |error| (a summary of the fit: the fit itself is
-    chosen on the likelihood)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(sigma, errors).statistic)
-
-
 def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     """Fit the uncertainty of the model in ``checkpoint_path``; write ``out_path``. Returns the fit."""
     flagged, lightning_module, model, missing = load_for_fit(checkpoint_path)
@@ -202,10 +194,14 @@ def fit_checkpoint(checkpoint_path: Path, out_path: Path) -> Dict:
     flagged["state_dict"].update({key: state[key].clone() for key in missing})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(flagged, out_path)
+    from scipy.stats import spearmanr
+
     sigma = np.sqrt(fit["variance_scale"] * np.einsum("vi,ij,vj->v", val_f, fit["inverse_covariance"], val_f))
+    abs_errors = np.abs(val_pred - val_ref)
+    # the rank correlation is a summary for the user; the fit itself is chosen on the likelihood
     fit.update(train_frames=len(train_f), val_frames=len(val_f), num_features=train_f.shape[1],
-               val_spearman=_spearman(sigma, np.abs(val_pred - val_ref)),
-               val_sigma_mean=float(sigma.mean()), val_abs_error_mean=float(np.abs(val_pred - val_ref).mean()))
+               val_spearman=float(spearmanr(sigma, abs_errors).statistic),
+               val_sigma_mean=float(sigma.mean()), val_abs_error_mean=float(abs_errors.mean()))
     return fit
 
 

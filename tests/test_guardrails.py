@@ -81,6 +81,7 @@ def test_deep_preset_composes_with_hydra():
     # scheduler is otherwise the molecule's
     assert (cfg.lr_patience, cfg.early_stopping_patience) == (10, 25)
     assert cfg.training_module.lr_scheduler.scheduler.patience == 10
-    scheduler, base_scheduler = (OmegaConf.to_container(c.training_module.lr_scheduler, resolve=True) for c in (cfg, base))
-    scheduler["scheduler"].pop("patience"), base_scheduler["scheduler"].pop("patience")
-    assert scheduler == base_scheduler
+    schedulers = [OmegaConf.to_container(c.training_module.lr_scheduler, resolve=True) for c in (cfg, base)]
+    for scheduler in schedulers:
+        del scheduler["scheduler"]["patience"]
+    assert schedulers[0] == schedulers[1]

@@ -12,6 +12,8 @@ and a one-knob-at-a-time ablation of the deep preset.
     python benchmarks/accuracy_budget.py --study scores --budget-min 2.5 --seeds 0 1   # what the attention scores see
     python benchmarks/accuracy_budget.py --study attention --data acac --budget-min 2.5 --seeds 0 1   # does attention pay (every data set)
     python benchmarks/alloy_emt_data.py && python benchmarks/accuracy_budget.py --study attention_check --data alloy_emt --max-epochs 10 --budget-min 60 --seeds 0 1   # attention defaults on unshipped data
+    python benchmarks/accuracy_budget.py --study divergence --data alloy_emt --max-epochs 10 --budget-min 60 --seeds 0 1 2 3 --jobs 2   # 2-layer attention at lr 1e-2, raw vs today's scores
+    python benchmarks/accuracy_budget.py --study attention_knobs --data silicon --max-epochs 10 --budget-min 60 --seeds 0 1 --jobs 2   # the builder's attention knobs, one at a time
     python benchmarks/accuracy_budget.py --study knobs --budget-min 2.5 --seeds 0   # one knob at a time
 
 Every run is `nequip-train` on a bundled data set with its config in configs/, or a preset
@@ -138,6 +140,25 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         return {"flash_ace": ("flash_ace", {}, None), "flash_ace_attention": ("flash_ace", {"num_heads": 4, "attention_score_inputs": "pair"}, None),
                 "flash_ace_nu2": ("flash_ace", {"correlation_order": 2}, None),
                 "nequip": ("flash_ace", {}, models["nequip"]), "allegro": ("flash_ace", {}, models["allegro"])}
+    if study == "divergence":
+        # the attention issue's divergence: two layers at the config's lr (1e-2) and clip,
+        # without attention, with the attention as the issue measured it (raw q·k scores,
+        # temperature from 1, pair query: versions up to 0.2.0) and with today's builder
+        # defaults (normalised scores, temperature from 0, descriptor query)
+        model = "+training_module.model."
+        return {"flash_ace_2L_no_attention": ("flash_ace", {"num_layers": 2, "num_heads": 0}, None),
+                "flash_ace_2L_attention_raw": ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "pair",
+                                                             model + "attention_normalized_scores": "false",
+                                                             model + "attention_temperature_init": 1.0}, None),
+                "flash_ace_2L_attention": ("flash_ace", {"num_layers": 2, "num_heads": 4}, None)}
+    if study == "attention_knobs":
+        # the builder's attention knobs one at a time around its defaults (what num_heads=4
+        # alone gives), at the data set's own depth: are the defaults the recommended model
+        model = "+training_module.model."
+        variants = {"defaults": {}, "temperature_init_1": {model + "attention_temperature_init": 1.0},
+                    "head_dim_4": {model + "attention_head_dim": 4}, "head_dim_16": {model + "attention_head_dim": 16},
+                    "raw_scores": {model + "attention_normalized_scores": "false"}}
+        return {f"flash_ace_attention_{name}": ("flash_ace", dict({"num_heads": 4}, **knobs), None) for name, knobs in variants.items()}
     if study == "scores":
         # what the attention scores should see, at the default depth (one layer: the
         # features are the type embedding, so "pair" scores see species and distance
@@ -189,7 +210,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability or attention_check")
+    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability, divergence, attention_knobs or attention_check")
 
 
 BENCH_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -323,7 +344,7 @@ def _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kw
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "long", "defaults", "attention", "scores", "knobs", "depth", "ablation", "local", "stability", "attention_check"], default="peers")
+    parser.add_argument("--study", choices=["peers", "long", "defaults", "attention", "scores", "knobs", "depth", "ablation", "local", "stability", "divergence", "attention_knobs", "attention_check"], default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -541,6 +562,11 @@ def comparisons(study, summary, results):
         pairs = [("flash_ace", "nequip"), ("flash_ace", "allegro"), ("flash_ace_attention", "flash_ace"),
                  ("flash_ace_attention", "flash_ace_no_attention"), ("flash_ace_attention", "nequip"),
                  ("flash_ace_no_attention", "nequip")]
+    elif study == "attention_knobs":
+        pairs = [(name, "flash_ace_attention_defaults") for name in summary if name != "flash_ace_attention_defaults"]
+    elif study == "divergence":
+        pairs = [("flash_ace_2L_attention_raw", "flash_ace_2L_no_attention"), ("flash_ace_2L_attention", "flash_ace_2L_no_attention"),
+                 ("flash_ace_2L_attention", "flash_ace_2L_attention_raw")]
     return [line for line in (ratio(a, b) for a, b in pairs) if line]
 
 
@@ -550,7 +576,8 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     summary = summarise(results)
     finished = [r for r in results if "error" not in r]
     # an acceptance check on data that chose nothing names no choice
-    chosen = select(finished) if study != "attention_check" and any(not is_peer(r["name"]) for r in finished) else None
+    checks = ("attention_check", "divergence")  # run on data that chose nothing
+    chosen = select(finished) if study not in checks and any(not is_peer(r["name"]) for r in finished) else None
     rows = []
     with _IN_PROCESS:  # composes a config: not beside a run's compose (--jobs)
         shipped = shipped_names(dataset)
@@ -560,7 +587,7 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
             continue
         # test errors of the chosen setting, the shipped default and the peers only: the
         # test split reports, it never selects
-        shown = name == chosen or name in shipped or is_peer(name) or study == "attention_check"
+        shown = name == chosen or name in shipped or is_peer(name) or study in checks
         test = ([f"{s['force_mae']:.4f} ± {s['force_mae_std']:.4f}", f"{s['force_rmse']:.4f}",
                  f"{s['energy_mae_mev']:.2f} ± {s['energy_mae_mev_std']:.2f}"] if shown else ["–", "–", "–"])
         label = name + (" (chosen)" if name == chosen else "") + (" (shipped)" if name in shipped else "")
@@ -585,10 +612,12 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     comp = comparisons(study, summary, results)
     if comp:
         lines += ["", "Ratios of mean validation force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
-    if study == "stability":
+    if study in ("stability", "divergence", "attention_knobs"):
         lines += ["", stability_table(results)]
+    if study in checks:
+        lines += ["", "This data chose nothing, so every setting's test error is shown."]
     if study == "attention_check":
-        lines += ["", "This data chose nothing, so every setting's test error is shown.", "", seed_ratio_table(results)]
+        lines += ["", seed_ratio_table(results)]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"results": results, "provenance": prov, "budget_min": budget, "seeds": seeds, "knobs": extra or {}}, indent=1))
     plot(results, RESULTS / f"{stem}.png", study)
@@ -656,14 +685,14 @@ def plot(results, path, study):
     names = list(dict.fromkeys(r["name"] for r in results))
     # tab20 in order: a colour per setting for up to 20 settings (the knob study has 17), then repeat
     colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(names)}
-    if study == "stability":
+    if study in ("stability", "divergence", "attention_knobs"):
         # equal epochs: the per-epoch validation curve is what the study is about
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         for r in results:
             for ax, key in zip(axes, ("curve_val_force_mae", "curve_val_energy_mae")):
                 pts = [(e, m) for e, m in enumerate(r.get(key, []), start=1) if m is not None]
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=colors[r["name"]], ls="-" if r["seed"] == 0 else "--",
+                    ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=colors[r["name"]], ls=("-", "--", ":", "-.")[r["seed"] % 4],
                             label=f"{r['name']} seed {r['seed']}")
         for ax, title in zip(axes, ("force MAE (eV/Å)", "energy MAE (eV/atom)")):
             ax.set_xlabel("epoch")

@@ -3,7 +3,8 @@
 the shipped optimiser settings without diverging or rebounding.
 
 The full study (10 epochs, 2 seeds, attention on/off, ν = 2, NequIP, Allegro) is
-``python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10``.
+``python benchmarks/accuracy_budget.py --study stability --data silicon --max-epochs 10``;
+two layers at lr 1e-2 with and without attention: ``--study divergence``.
 """
 
 import math
@@ -19,7 +20,12 @@ from accuracy_budget import worst_rebound  # noqa: E402
 EPOCHS = 6
 
 
-@pytest.mark.parametrize("overrides", [(), ("num_heads=4",)], ids=["default", "attention"])
+# two_layer_attention: the attention issue's case (two layers, 4 heads, the config's lr 1e-2,
+# the builder's attention defaults). Its divergence did not reproduce on the bundled set nor
+# on unshipped diverse alloys (docs/benchmarks.md), so this guards the property, it was never
+# seen failing
+@pytest.mark.parametrize("overrides", [(), ("num_heads=4",), ("num_layers=2", "num_heads=4")],
+                         ids=["default", "attention", "two_layer_attention"])
 def test_model_trains_stably_on_diverse_silicon(tmp_path, overrides):
     run_dir = tmp_path / "silicon"
     # every second training frame (343 of 687, all kinds, all densities), the whole

@@ -21,6 +21,9 @@ VARIANTS = {
     "attention-environment": dict(attention_score_inputs="environment"),
     "attention-descriptor": dict(attention_score_inputs="descriptor"),
     "attention-descriptor-coordination": dict(attention_score_inputs="descriptor", neighbour_normalization="coordination"),
+    # raw q·k, soft-capped; a small cap, so that the tanh bends the scores the tests see
+    "attention-descriptor-raw-capped": dict(attention_score_inputs="descriptor", attention_normalized_scores=False,
+                                            attention_score_cap=0.5),
 }
 WITH_ATTENTION = [k for k, v in VARIANTS.items() if v.get("num_heads", 2) > 0]
 
@@ -208,6 +211,36 @@ def test_checkpoint_without_normalized_scores_loads_raw_scores():
     args = (h, h, radial, centers, neighbours, torch.ones(3, 1, dtype=torch.float64))
     torch.testing.assert_close(old.scores(*args), raw * old.score_temperature / np.sqrt(2), atol=1e-12, rtol=0)
     assert (new.scores(*args) - old.scores(*args)).abs().max() > 1e-3
+
+
+def test_soft_cap_bounds_the_scores_and_leaves_small_ones_alone():
+    """score_cap = c: s ← c tanh(s / c) on the raw scores, so |s| <= c however large the
+    features grow, and s is unchanged to within |s|³/(3c²) where it is small."""
+    torch.manual_seed(3)
+    raw = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=1.0, normalized_scores=False).double()
+    capped = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=1.0, normalized_scores=False, score_cap=5.0).double()
+    capped.load_state_dict(raw.state_dict() | {"score_cap": capped.score_cap}, strict=True)
+    centers, neighbours = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 0, 0])
+    for scale in (1e-2, 1.0, 1e3):
+        h, radial = scale * torch.randn(3, 4, dtype=torch.float64), scale * torch.randn(4, 3, dtype=torch.float64)
+        args = (h, h, radial, centers, neighbours, torch.ones(3, 1, dtype=torch.float64))
+        s_raw, s_capped = raw.scores(*args), capped.scores(*args)
+        torch.testing.assert_close(s_capped, 5.0 * torch.tanh(s_raw / 5.0), atol=1e-13, rtol=0)
+        assert s_capped.abs().max() <= 5.0  # tanh rounds to ±1 in float64 far out
+        small = s_raw.abs() < 0.5
+        assert ((s_capped - s_raw).abs()[small] <= s_raw.abs()[small] ** 3 / (3 * 25.0) + 1e-15).all()
+    assert s_raw.abs().max() > 50  # the largest scale did reach far beyond the cap
+    with pytest.raises(ValueError, match="attention_score_cap"):
+        NeighbourAttention(4, 3, 2, 2, 2, score_cap=-1.0)
+
+
+def test_checkpoint_without_score_cap_loads_uncapped():
+    """Models saved before the soft cap load without it, whatever the builder's default."""
+    att = NeighbourAttention(4, 3, 2, 2, 2, normalized_scores=False)
+    state = {k: v for k, v in att.state_dict().items() if k != "score_cap"}
+    loaded = NeighbourAttention(4, 3, 2, 2, 2, normalized_scores=False, score_cap=10.0)
+    loaded.load_state_dict(state, strict=True)
+    assert loaded.cap == 0.0 and float(loaded.score_cap) == 0.0
 
 
 def test_scores_and_their_temperature_gradient_stay_bounded_as_features_grow():

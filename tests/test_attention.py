@@ -21,9 +21,6 @@ VARIANTS = {
     "attention-environment": dict(attention_score_inputs="environment"),
     "attention-descriptor": dict(attention_score_inputs="descriptor"),
     "attention-descriptor-coordination": dict(attention_score_inputs="descriptor", neighbour_normalization="coordination"),
-    # raw q·k, soft-capped; a small cap, so that the tanh bends the scores the tests see
-    "attention-descriptor-raw-capped": dict(attention_score_inputs="descriptor", attention_normalized_scores=False,
-                                            attention_score_cap=0.5),
 }
 WITH_ATTENTION = [k for k, v in VARIANTS.items() if v.get("num_heads", 2) > 0]
 
@@ -213,36 +210,6 @@ def test_checkpoint_without_normalized_scores_loads_raw_scores():
     assert (new.scores(*args) - old.scores(*args)).abs().max() > 1e-3
 
 
-def test_soft_cap_bounds_the_scores_and_leaves_small_ones_alone():
-    """score_cap = c: s ← c tanh(s / c) on the raw scores, so |s| <= c however large the
-    features grow, and s is unchanged to within |s|³/(3c²) where it is small."""
-    torch.manual_seed(3)
-    raw = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=1.0, normalized_scores=False).double()
-    capped = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=1.0, normalized_scores=False, score_cap=5.0).double()
-    capped.load_state_dict(raw.state_dict() | {"score_cap": capped.score_cap}, strict=True)
-    centers, neighbours = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 0, 0])
-    for scale in (1e-2, 1.0, 1e3):
-        h, radial = scale * torch.randn(3, 4, dtype=torch.float64), scale * torch.randn(4, 3, dtype=torch.float64)
-        args = (h, h, radial, centers, neighbours, torch.ones(3, 1, dtype=torch.float64))
-        s_raw, s_capped = raw.scores(*args), capped.scores(*args)
-        torch.testing.assert_close(s_capped, 5.0 * torch.tanh(s_raw / 5.0), atol=1e-13, rtol=0)
-        assert s_capped.abs().max() <= 5.0  # tanh rounds to ±1 in float64 far out
-        small = s_raw.abs() < 0.5
-        assert ((s_capped - s_raw).abs()[small] <= s_raw.abs()[small] ** 3 / (3 * 25.0) + 1e-15).all()
-    assert s_raw.abs().max() > 50  # the largest scale did reach far beyond the cap
-    with pytest.raises(ValueError, match="attention_score_cap"):
-        NeighbourAttention(4, 3, 2, 2, 2, score_cap=-1.0)
-
-
-def test_checkpoint_without_score_cap_loads_uncapped():
-    """Models saved before the soft cap load without it, whatever the builder's default."""
-    att = NeighbourAttention(4, 3, 2, 2, 2, normalized_scores=False)
-    state = {k: v for k, v in att.state_dict().items() if k != "score_cap"}
-    loaded = NeighbourAttention(4, 3, 2, 2, 2, normalized_scores=False, score_cap=10.0)
-    loaded.load_state_dict(state, strict=True)
-    assert loaded.cap == 0.0 and float(loaded.score_cap) == 0.0
-
-
 def test_scores_and_their_temperature_gradient_stay_bounded_as_features_grow():
     """|s| <= sqrt(d)|τ| and |∂s/∂τ| <= sqrt(d) per edge whatever the size of the
     features that reach the query and key (a second layer reads the first one's output,
@@ -277,12 +244,14 @@ def test_uniform_scores_reduce_to_plain_ace_sum():
     torch.testing.assert_close(w, env.expand(-1, 2), atol=1e-14, rtol=0)
 
 
-def test_environment_query_matches_the_formula_atom_by_atom():
-    """score_inputs="environment": s_ij = τ q̂_i · k̂_ij / √d with q_i = W_q h_i + W_e [ρ_i, ln c_i],
-    c_i = 1 + Σ_j f_c(r_ij), ρ_i = Σ_j u_ij / c_i and x̂ = x / sqrt(mean(x²) + 1e-6) per head,
-    evaluated centre by centre (float64)."""
+@pytest.mark.parametrize("normalized", [True, False], ids=["normalized", "raw"])
+def test_environment_query_matches_the_formula_atom_by_atom(normalized):
+    """score_inputs="environment": s_ij = τ q̂_i · k̂_ij / √d (raw: τ q_i · k_ij / √d) with
+    q_i = W_q h_i + W_e [ρ_i, ln c_i], c_i = 1 + Σ_j f_c(r_ij), ρ_i = Σ_j u_ij / c_i and
+    x̂ = x / sqrt(mean(x²) + 1e-6) per head, evaluated centre by centre (float64)."""
     torch.manual_seed(1)
-    att = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.8, score_inputs="environment").double()
+    att = NeighbourAttention(4, 3, 2, 2, 2, initial_temperature=0.8, score_inputs="environment",
+                             normalized_scores=normalized).double()
     with torch.no_grad():
         att.sink_score.normal_()
     centers = torch.tensor([0, 0, 1, 2, 2, 2, 3])
@@ -299,8 +268,9 @@ def test_environment_query_matches_the_formula_atom_by_atom():
         q = att.query(h[i : i + 1]) + att.query_environment(torch.cat([rho, c.log().view(1)]).view(1, -1))
         k = att.key_features(h[neighbours[mine]]) + att.key_radial(radial[mine])
         q, k = q.view(-1, 2, 2), k.view(-1, 2, 2)
-        q = q / torch.sqrt((q**2).mean(-1, keepdim=True) + 1e-6)
-        k = k / torch.sqrt((k**2).mean(-1, keepdim=True) + 1e-6)
+        if normalized:
+            q = q / torch.sqrt((q**2).mean(-1, keepdim=True) + 1e-6)
+            k = k / torch.sqrt((k**2).mean(-1, keepdim=True) + 1e-6)
         s = (q * k).sum(-1) * att.score_temperature / np.sqrt(2)
         num = env[mine] * torch.exp(s)
         a = num / (torch.exp(att.sink_score[types[i]]) + num.sum(0))

@@ -87,7 +87,7 @@ def test_preset_must_build_on_a_data_set_config(tmp_path, monkeypatch):
 
 
 def test_study_settings_compose(tmp_path):
-    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 7, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "attention_check": 3}
+    expected = {"peers": 5, "long": 4, "defaults": 8, "attention": 7, "scores": 3, "knobs": 18, "depth": 8, "ablation": 6, "local": 2, "stability": 5, "divergence": 3, "attention_knobs": 5, "attention_check": 3}
     for study, count in expected.items():
         settings = accuracy_budget.settings_for(study)
         assert len(settings) == count, (study, sorted(settings))
@@ -137,6 +137,14 @@ def test_study_settings_compose(tmp_path):
     assert cfg.forces_weight == 10.0 and cfg.num_heads == 4 and cfg.training_module.model.type_names == ["Al", "Ni", "Cu", "Pd"]
     # the parameter count follows the model the run trains, knobs outside the top level included
     assert accuracy_budget.flash_model_kwargs(cfg)["num_heads"] == 4
+    # model-block knobs that are not top-level config keys reach the builder (the 0.1.x attention)
+    config_name, knobs, _ = accuracy_budget.settings_for("divergence", "alloy_emt")["flash_ace_2L_attention_raw"]
+    cfg = OmegaConf.load(
+        accuracy_budget.write_run_config(tmp_path / "raw", config_name, knobs, None, 0, 60, "alloy_emt", 10) / "bench.yaml"
+    )
+    block = cfg.training_module.model
+    assert cfg.num_layers == 2 and block.num_heads == 4 and block.attention_score_inputs == "pair"
+    assert block.attention_normalized_scores is False and block.attention_temperature_init == 1.0
     config_name, knobs, _ = accuracy_budget.settings_for("knobs")["flash_ace_radial_mlp_128"]
     cfg = OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "knob", config_name, knobs, None, 0, 2.5) / "bench.yaml")
     model = accuracy_budget.flash_model_kwargs(cfg)
@@ -144,7 +152,7 @@ def test_study_settings_compose(tmp_path):
     assert accuracy_budget.default_flash_kwargs("cuau") == accuracy_budget.flash_model_kwargs(
         OmegaConf.load(accuracy_budget.write_run_config(tmp_path / "default", "flash_ace", {}, None, 0, 2.5) / "bench.yaml")
     )
-    with pytest.raises(ValueError, match="choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability or attention_check"):
+    with pytest.raises(ValueError, match="choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability, divergence, attention_knobs or attention_check"):
         accuracy_budget.settings_for("width")
 
 

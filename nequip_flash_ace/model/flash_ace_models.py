@@ -45,7 +45,6 @@ def FlashACEModel(
     attention_temperature_init: float = 0.0,
     attention_score_inputs: str = "descriptor",
     attention_normalized_scores: bool = True,
-    attention_score_cap: float = 0.0,
     radial_mlp_depth: int = 2,
     radial_mlp_width: int = 64,
     readout_mlp_hidden_layers_depth: int = 1,
@@ -84,7 +83,6 @@ def FlashACEModel(
         attention_temperature_init (float): initial score temperature of every head; ``0`` (default) starts every head uniform, ``w_ij = f_c(r_ij)``, i.e. from the plain backbone
         attention_score_inputs (str): what the attention query sees: ``descriptor`` (default; the centre's scalars and the invariants of a small 8-channel ACE descriptor of its neighbourhood, computed first, so the query reads the many-body environment and the layer's atomic and product basis run once; strictly local in one layer); ``pair``, the centre's scalar features (the type embedding in the first layer); ``environment``, also the centre's smooth coordination and mean radial embedding of its neighbourhood (strictly local, bounded)
         attention_normalized_scores (bool): scores from unit-RMS queries and keys, ``|s| <= sqrt(d) τ`` (default ``True``); ``False`` is the raw ``q · k`` of versions up to 0.2.0, kept for old checkpoints and the stability study's comparison
-        attention_score_cap (float): soft cap ``c tanh(s / c)`` on the attention scores, so they never exceed ``±c`` (default ``0``: none)
         radial_mlp_depth (int), radial_mlp_width (int): radial MLP size (default ``2``, ``64``)
         readout_mlp_hidden_layers_depth (int), readout_mlp_hidden_layers_width (int): last layer's readout MLP (default ``1``, ``16``); the other layers read out linearly
         readout_mlp_nonlinearity (str): readout MLP nonlinearity (default ``silu``)
@@ -196,7 +194,6 @@ def FlashACEModel(
             attention_temperature_init=attention_temperature_init,
             attention_score_inputs=attention_score_inputs,
             attention_normalized_scores=attention_normalized_scores,
-            attention_score_cap=attention_score_cap,
             readout_mlp_hidden_layers_depth=readout_mlp_hidden_layers_depth if is_last else 0,
             readout_mlp_hidden_layers_width=readout_mlp_hidden_layers_width if is_last else None,
             readout_mlp_nonlinearity=readout_mlp_nonlinearity,

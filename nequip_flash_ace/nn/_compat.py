@@ -64,11 +64,3 @@ def raw_attention_scores(attention, state_dict: dict, prefix: str) -> None:
     key = prefix + "normalized_scores"
     if key not in state_dict:
         state_dict[key] = torch.zeros_like(attention.normalized_scores)
-
-
-def uncapped_attention_scores(attention, state_dict: dict, prefix: str) -> None:
-    """``NeighbourAttention`` before the soft cap used uncapped scores: such
-    checkpoints have no ``score_cap`` buffer and load with it set to 0."""
-    key = prefix + "score_cap"
-    if key not in state_dict:
-        state_dict[key] = torch.zeros_like(attention.score_cap)

@@ -120,11 +120,6 @@ class NeighbourAttention(torch.nn.Module):
     Checkpoints trained before the normalisation have no ``normalized_scores`` buffer
     and load with the raw ``q · k`` they were trained with.
 
-    With ``score_cap = c > 0`` the scores are soft-capped, ``s ← c tanh(s / c)``: equal to
-    ``s`` to within ``s³/(3c²)`` where ``|s| << c``, never beyond ``±c``, smooth, so the
-    softmax cannot saturate in float32 however large raw ``q · k`` grows. Checkpoints saved
-    before the cap have no ``score_cap`` buffer and load uncapped.
-
     The sink score is a learnable per-species, per-head bias (zero at the start).
     The returned edge weights are
 
@@ -153,7 +148,7 @@ class NeighbourAttention(torch.nn.Module):
         score_inputs: what the query sees, ``"pair"`` (default), ``"environment"`` or ``"descriptor"``
         num_query_features: width of ``center_scalars`` (default ``num_scalar_features``)
         normalized_scores: unit-RMS queries and keys (default); ``False``: the raw ``q · k``
-        score_cap: ``c`` of the soft cap ``c tanh(s / c)`` on the scores; ``0`` (default): none
+            of versions up to 0.2.0
 
     Shapes: see :meth:`forward`.
     """
@@ -169,7 +164,6 @@ class NeighbourAttention(torch.nn.Module):
         score_inputs: str = "pair",
         normalized_scores: bool = True,
         num_query_features: Optional[int] = None,
-        score_cap: float = 0.0,
     ) -> None:
         super().__init__()
         if score_inputs not in SCORE_INPUTS:
@@ -194,24 +188,16 @@ class NeighbourAttention(torch.nn.Module):
         # (set by _compat at load). The Python flag is what forward reads.
         self.register_buffer("normalized_scores", torch.tensor(float(normalized_scores)))
         self.normalize = bool(normalized_scores)
-        if score_cap < 0:
-            raise ValueError(f"`attention_score_cap` must be >= 0 (0: no cap), got {score_cap}")
-        # a buffer, so that a checkpoint carries the cap it was trained with (set by _compat
-        # to 0 for those saved before it); the Python float is what forward reads
-        self.register_buffer("score_cap", torch.tensor(float(score_cap)))
-        self.cap = float(score_cap)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         _compat.default_attention_temperature(self, state_dict, prefix)
         _compat.raw_attention_scores(self, state_dict, prefix)
-        _compat.uncapped_attention_scores(self, state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
         self.normalize = bool(self.normalized_scores)
-        self.cap = float(self.score_cap)
 
     def scores(
         self,
@@ -235,10 +221,7 @@ class NeighbourAttention(torch.nn.Module):
         if self.normalize:
             q = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + 1e-6)
             k = k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + 1e-6)
-        s = (q * k).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
-        if self.cap > 0:
-            s = self.cap * torch.tanh(s / self.cap)
-        return s
+        return (q * k).sum(-1) * (self.score_temperature * self.inv_sqrt_d)
 
     def forward(
         self,
@@ -272,5 +255,4 @@ class NeighbourAttention(torch.nn.Module):
         return a * torch.index_select(center_coordination, 0, edge_center)
 
     def extra_repr(self) -> str:
-        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, score_inputs={self.score_inputs!r}, "
-                f"normalized_scores={self.normalize}, score_cap={self.cap}")
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, score_inputs={self.score_inputs!r}"

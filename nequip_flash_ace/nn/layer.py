@@ -104,7 +104,6 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
         attention_temperature_init: float = 0.0,
         attention_score_inputs: str = "descriptor",
         attention_normalized_scores: bool = True,
-        attention_score_cap: float = 0.0,
         attention_descriptor_channels: int = 8,
         readout_mlp_hidden_layers_depth: int = 0,
         readout_mlp_hidden_layers_width: Optional[int] = None,
@@ -191,7 +190,6 @@ class FlashACELayer(GraphModuleMixin, torch.nn.Module):
                 initial_temperature=attention_temperature_init,
                 score_inputs=attention_score_inputs,
                 normalized_scores=attention_normalized_scores,
-                score_cap=attention_score_cap,
                 num_query_features=num_features + descriptor_channels,
             )
             if attention_score_inputs == "descriptor":

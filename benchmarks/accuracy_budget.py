@@ -87,6 +87,14 @@ def knob_overrides(knobs: dict) -> list:
     return [f"{k}={v}" for k, v in knobs.items()]
 
 
+STUDIES = ("peers", "long", "defaults", "attention", "scores", "knobs", "depth", "ablation", "local", "stability",
+           "divergence", "attention_knobs", "attention_check")
+# equal-epoch studies: their report and plot are per-epoch validation curves
+EPOCH_STUDIES = ("stability", "divergence", "attention_knobs")
+# a builder argument that is not a top-level config knob, set in the model block
+MODEL_BLOCK = "+training_module.model."
+
+
 def settings_for(study: str, dataset: str = "cuau") -> dict:
     """name -> (config name, top-level knob overrides, model kwargs replacing the model block or None).
 
@@ -145,20 +153,18 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # without attention, with the attention as the issue measured it (raw q·k scores,
         # temperature from 1, pair query: versions up to 0.2.0) and with today's builder
         # defaults (normalised scores, temperature from 0, descriptor query)
-        model = "+training_module.model."
         return {"flash_ace_2L_no_attention": ("flash_ace", {"num_layers": 2, "num_heads": 0}, None),
                 "flash_ace_2L_attention_raw": ("flash_ace", {"num_layers": 2, "num_heads": 4, "attention_score_inputs": "pair",
-                                                             model + "attention_normalized_scores": "false",
-                                                             model + "attention_temperature_init": 1.0}, None),
+                                                             MODEL_BLOCK + "attention_normalized_scores": "false",
+                                                             MODEL_BLOCK + "attention_temperature_init": 1.0}, None),
                 "flash_ace_2L_attention": ("flash_ace", {"num_layers": 2, "num_heads": 4}, None)}
     if study == "attention_knobs":
         # the builder's attention knobs one at a time around its defaults (what num_heads=4
         # alone gives), at the data set's own depth: are the defaults the recommended model
         # (the reports' raw_scores_cap_10 rows are raw scores soft-capped at 10, commit 856d5b8)
-        model = "+training_module.model."
-        variants = {"defaults": {}, "temperature_init_1": {model + "attention_temperature_init": 1.0},
-                    "head_dim_4": {model + "attention_head_dim": 4}, "head_dim_16": {model + "attention_head_dim": 16},
-                    "raw_scores": {model + "attention_normalized_scores": "false"}}
+        variants = {"defaults": {}, "temperature_init_1": {MODEL_BLOCK + "attention_temperature_init": 1.0},
+                    "head_dim_4": {MODEL_BLOCK + "attention_head_dim": 4}, "head_dim_16": {MODEL_BLOCK + "attention_head_dim": 16},
+                    "raw_scores": {MODEL_BLOCK + "attention_normalized_scores": "false"}}
         return {f"flash_ace_attention_{name}": ("flash_ace", dict({"num_heads": 4}, **knobs), None) for name, knobs in variants.items()}
     if study == "scores":
         # what the attention scores should see, at the default depth (one layer: the
@@ -171,7 +177,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # one knob at a time around the shipped default (one layer, no attention), each
         # moved down and up (feature_l_max is not a knob at one layer: its only layer reads
         # out scalars): which knob matters on which data, at equal time
-        radial_width = "+training_module.model.radial_mlp_width"
+        radial_width = MODEL_BLOCK + "radial_mlp_width"
         variants = {
             "default": {},
             "num_features_16": {"num_features": 16}, "num_features_64": {"num_features": 64},
@@ -211,7 +217,7 @@ def settings_for(study: str, dataset: str = "cuau") -> dict:
         # the strictly local preset (one layer, runs on many MPI ranks through pair_style
         # allegro) next to the 2-layer message-passing model (pair_style nequip, one rank)
         return {"flash_ace_2L": ("flash_ace", {"num_layers": 2}, None), "flash_ace_local_1L": ("flash_ace_local", {"num_layers": 1}, None)}
-    raise ValueError(f"unknown study {study!r}; choose peers, long, defaults, attention, scores, knobs, depth, ablation, local, stability, divergence, attention_knobs or attention_check")
+    raise ValueError(f"unknown study {study!r}; choose {', '.join(STUDIES[:-1])} or {STUDIES[-1]}")
 
 
 BENCH_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -345,7 +351,7 @@ def _collect(name, seed, budget_min, wall_s, proc, run_dir, config_dir, model_kw
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--study", choices=["peers", "long", "defaults", "attention", "scores", "knobs", "depth", "ablation", "local", "stability", "divergence", "attention_knobs", "attention_check"], default="peers")
+    parser.add_argument("--study", choices=STUDIES, default="peers")
     parser.add_argument("--data", choices=sorted(DATASETS), default="cuau", help="bundled data set (default cuau)")
     parser.add_argument("--max-epochs", type=int, default=1000, help="stop after this many epochs (equal-epoch studies)")
     parser.add_argument("--quick", action="store_true", help="40 s per run, one seed (smoke check)")
@@ -613,7 +619,7 @@ def write_report(results, study, stem, budget, seeds, dataset="cuau", max_epochs
     comp = comparisons(study, summary, results)
     if comp:
         lines += ["", "Ratios of mean validation force MAE (< 1: the first is more accurate):", ""] + [f"- {c}" for c in comp]
-    if study in ("stability", "divergence", "attention_knobs"):
+    if study in EPOCH_STUDIES:
         lines += ["", stability_table(results)]
     if study in checks:
         lines += ["", "This data chose nothing, so every setting's test error is shown."]
@@ -686,7 +692,7 @@ def plot(results, path, study):
     names = list(dict.fromkeys(r["name"] for r in results))
     # tab20 in order: a colour per setting for up to 20 settings (the knob study has 17), then repeat
     colors = {name: plt.cm.tab20(i % 20) for i, name in enumerate(names)}
-    if study in ("stability", "divergence", "attention_knobs"):
+    if study in EPOCH_STUDIES:
         # equal epochs: the per-epoch validation curve is what the study is about
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         for r in results:
